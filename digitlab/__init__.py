@@ -1,0 +1,3 @@
+"""digitlab: handwritten-digit classifiers on MNIST with PyTorch Lightning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""MNIST data: IDX files, verification, download, and the LightningDataModule."""
+
+from digitlab.data.mnist import MNISTDataModule
+
+__all__ = ["MNISTDataModule"]

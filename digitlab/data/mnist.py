@@ -1,0 +1,161 @@
+"""`MNISTDataModule`: verified MNIST in memory as uint8 tensors, split once, batched by slicing."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
+from digitlab.data.idx import read_idx
+from digitlab.errors import UserError
+
+
+class InMemoryDigits(Dataset):
+    """Images ``[N, 28, 28]`` uint8 and labels ``[N]`` int64 held in memory.
+
+    ``__getitems__`` lets the DataLoader fetch a whole batch with one tensor index instead of one
+    sample at a time, while samplers (including Lightning's distributed ones) still choose the indices.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate function for `InMemoryDigits`: ``__getitems__`` already returns a batch."""
+    return batch
+
+
+class MNISTDataModule(LightningDataModule):
+    """MNIST from its four official IDX files, verified, held in memory, scaled per batch on the device.
+
+    Args:
+        data_dir: Folder with the four MNIST files (plain or .gz), flat or in torchvision's ``MNIST/raw/``
+            layout. Default: ``$DIGITLAB_DATA_DIR``, else ``data/``.
+        val_split: Validation images taken from the 60,000 training images: a count (``5000``) or a
+            fraction (``0.2``). ``0`` means no validation. The test set is always the official 10,000.
+        seed: Seed of the train/validation split; the same seed gives the same split.
+        batch_size: Images per batch, per process (under DDP every device gets this many).
+        num_workers: DataLoader worker processes. The data is already in memory, so 0 is fastest.
+        pin_memory: Pin batches in page-locked memory (useful on GPU only).
+        download: Download the files from torchvision's mirrors when they are not found in ``data_dir``.
+        verify: Check shapes and MD5 against the official MNIST files. Turn off only to use other data
+            in the same IDX layout.
+    """
+
+    def __init__(
+        self,
+        data_dir: Optional[str] = None,
+        val_split: Union[int, float] = 5000,
+        seed: int = 42,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        download: bool = True,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
+        _check_value("num_workers", num_workers, num_workers >= 0, "0 or more")
+        _check_value("val_split", val_split, val_split >= 0, "0 (no validation), a count, or a fraction in [0, 1)")
+        if isinstance(val_split, float):
+            _check_value("val_split", val_split, val_split < 1, "a fraction below 1 (or a count of images)")
+        self.save_hyperparameters()
+        self.data_dir = resolve_data_dir(data_dir)
+        self.train_set: Optional[InMemoryDigits] = None
+        self.val_set: Optional[InMemoryDigits] = None
+        self.test_set: Optional[InMemoryDigits] = None
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node: find or download, then verify, so that no rank races a download.
+        self._load("train")
+        self._load("test")
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # Idempotent: the split is made once, whatever the number of calls or stages.
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self._load("train")
+            self.train_set, self.val_set = self._split(images, labels)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = InMemoryDigits(*self._load("test"))
+
+    def _load(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [f"{part}_images", f"{part}_labels"]
+        paths = locate(self.data_dir, keys, download=self.hparams.download)
+        images, labels = (read_idx(paths[k], MNIST_FILES[k], verify=self.hparams.verify) for k in keys)
+        if len(images) != len(labels):
+            raise UserError(
+                f"{paths[keys[0]]} holds {len(images)} images but {paths[keys[1]]} holds {len(labels)} labels. "
+                "Images and labels must come from the same data set."
+            )
+        return images, labels.long()
+
+    def _split(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[InMemoryDigits, Optional[InMemoryDigits]]:
+        total = len(labels)
+        val_split = self.hparams.val_split
+        n_val = round(val_split * total) if isinstance(val_split, float) else int(val_split)
+        if n_val >= total:
+            raise UserError(
+                f"data.val_split={val_split} leaves no training images ({total} in all). "
+                "Use a smaller count or a fraction such as 0.1."
+            )
+        if n_val == 0:
+            return InMemoryDigits(images, labels), None
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.hparams.seed))
+        train_idx, val_idx = order[n_val:].sort().values, order[:n_val].sort().values
+        return InMemoryDigits(images[train_idx], labels[train_idx]), InMemoryDigits(images[val_idx], labels[val_idx])
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> Union[DataLoader, list]:
+        # An empty list tells Lightning there is nothing to validate (val_split: 0).
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def _loader(self, dataset: Optional[InMemoryDigits], shuffle: bool) -> DataLoader:
+        assert dataset is not None, "setup() must run before the dataloaders are requested"
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.hparams.pin_memory,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""
+        images, labels = batch
+        return images.unsqueeze(1).float().div_(255), labels
+
+
+def _check_value(name: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise UserError(f"data.{name}={value!r} is not valid: expected {expected}. Fix it in the config's "
+                        f"`data:` section or with `--data.{name}`.")

@@ -1,0 +1,20 @@
+"""User-facing errors: mistakes a user can fix, reported as one paragraph without a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (path, file, name, value). The CLI prints it and exits with code 2."""
+
+
+class DataError(UserError):
+    """The MNIST files are missing, unreadable, or not what they claim to be."""
+
+
+class UnknownModelError(UserError, KeyError):
+    """A model name that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0])
+
+
+class DuplicateModelError(UserError):
+    """Two models claim the same registry name."""

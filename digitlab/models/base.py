@@ -1,0 +1,114 @@
+"""`DigitModel`: what every digit classifier shares — loss, metrics, logging, test and predict steps."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class DigitModel(LightningModule, metaclass=ABCMeta):
+    """Base class of all digit classifiers. Subclasses define layers and `forward`; the rest is here.
+
+    `forward(x)` takes a float batch ``[N, 1, 28, 28]`` with values in [0, 1] and returns ``[N, 10]`` logits.
+    Metrics are logged as ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``test/loss`` and ``test/acc``; ``hp_metric`` follows ``val/acc_best``, then ``test/acc``.
+
+    Args:
+        optimizer: Builds the optimizer from the parameters, e.g. ``torch.optim.Adam`` or, in YAML,
+            ``{class_path: torch.optim.SGD, init_args: {lr: 0.1}}``.
+        lr_scheduler: Optional; builds a learning-rate scheduler from the optimizer (stepped every epoch).
+        num_classes: Number of classes.
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.num_classes = num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, 28, 28]`` float images -> ``[N, num_classes]`` logits."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training objective; mean cross-entropy unless a model says otherwise."""
+        return F.cross_entropy(logits, targets)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.loss(logits, targets)
+        self.log_train_metrics(loss, logits, targets)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        probabilities = self(images).softmax(dim=1)
+        confidence, predicted = probabilities.max(dim=1)
+        return {"predicted": predicted, "probability": confidence, "target": targets}
+
+    # -- logging -----------------------------------------------------------------------------------
+
+    def log_train_metrics(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Log ``train/loss`` (per image) and ``train/acc``; models with their own training step call this."""
+        self.train_acc(logits.detach(), targets)
+        size = len(targets)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+
+    def _evaluate(self, batch: Batch, stage: str, accuracy: MulticlassAccuracy) -> None:
+        images, targets = batch
+        logits = self(images)
+        accuracy(logits, targets)
+        size = len(targets)
+        loss = F.cross_entropy(logits, targets)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True, batch_size=size)
+
+    def on_train_start(self) -> None:
+        # The sanity check's validation must not count as the best epoch.
+        self.val_acc_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        best = self.val_acc_best.compute()
+        self.log("val/acc_best", best, prog_bar=True)
+        self.log("hp_metric", best)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("hp_metric", self.test_acc.compute())

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny synthetic IDX files (the real parser runs on them) and the real MNIST folder."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("DIGITLAB_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+
+requires_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"the real MNIST files are not in {MNIST_DIR} (set DIGITLAB_TEST_MNIST to their folder)",
+)
+
+
+def idx_bytes(array: torch.Tensor) -> bytes:
+    """Encode a uint8 tensor as an IDX file (magic 0x0000080N, big-endian dimensions, raw bytes)."""
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.contiguous().numpy().tobytes()
+
+
+def write_idx(path: Path, array: torch.Tensor) -> Path:
+    data = idx_bytes(array)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as stream:
+            stream.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in which digit k is a bright block at row 2k+1: easy to learn, cheap to make."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 10
+    labels = labels[torch.randperm(count, generator=generator)]
+    images = torch.randint(0, 40, (count, 28, 28), generator=generator, dtype=torch.uint8)
+    for k in range(10):
+        images[labels == k, 2 * k + 2 : 2 * k + 5, 4:24] = 230
+    return images, labels.to(torch.uint8)
+
+
+def write_mnist_like(folder: Path, train: int = 200, test: int = 50, gz: bool = True) -> Path:
+    """Four synthetic files with the standard MNIST names in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, count, seed in (("train", train, 1), ("t10k", test, 2)):
+        images, labels = synthetic_digits(count, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+    return folder
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path: Path) -> Path:
+    return write_mnist_like(tmp_path / "synthetic")
+
+
+def run_digitlab(*args: str, cwd: Path, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the installed `digitlab` console script as a user would, in `cwd`, with plugins off by default."""
+    full_env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
+    full_env.update({"DIGITLAB_DISABLE_PLUGINS": "1", **(env or {})})
+    script = Path(sys.executable).with_name("digitlab")
+    return subprocess.run(
+        [str(script), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2, every fragment named in stderr, and no traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr[-3000:]}"

@@ -1,0 +1,111 @@
+"""MNISTDataModule on synthetic IDX files: splits, idempotent setup, batches, value checks."""
+
+import pytest
+import torch
+
+from conftest import write_mnist_like
+from digitlab.data import MNISTDataModule
+from digitlab.data.mnist import InMemoryDigits
+from digitlab.errors import UserError
+
+
+def make(folder, **kwargs):
+    return MNISTDataModule(str(folder), download=False, verify=False, **kwargs)
+
+
+@pytest.mark.parametrize("val_split, expected_val", [(30, 30), (0.25, 50), (0, 0)])
+def test_validation_split_count_or_fraction(synthetic_mnist, val_split, expected_val):
+    data = make(synthetic_mnist, val_split=val_split)
+    data.setup("fit")
+    assert len(data.train_set) == 200 - expected_val
+    assert (len(data.val_set) if data.val_set else 0) == expected_val
+
+
+def test_no_validation_means_no_val_dataloader(synthetic_mnist):
+    data = make(synthetic_mnist, val_split=0)
+    data.setup("fit")
+    assert data.val_dataloader() == []
+
+
+def test_same_seed_same_split_and_other_seed_other_split(synthetic_mnist):
+    splits = []
+    for seed in (1, 1, 2):
+        data = make(synthetic_mnist, val_split=40, seed=seed)
+        data.setup("fit")
+        splits.append(data.val_set.images)
+    assert torch.equal(splits[0], splits[1])
+    assert not torch.equal(splits[0], splits[2])
+
+
+def test_train_and_validation_partition_the_training_file(synthetic_mnist):
+    data = make(synthetic_mnist, val_split=40)
+    data.setup("fit")
+    together = torch.cat([data.train_set.images, data.val_set.images]).flatten(1)
+    assert len(together) == 200
+    assert len({tuple(row.tolist()) for row in together}) == 200  # no image in both parts
+
+
+def test_setup_is_idempotent(synthetic_mnist):
+    data = make(synthetic_mnist, val_split=40)
+    data.setup("fit")
+    train, val = data.train_set, data.val_set
+    data.setup("fit")
+    data.setup("validate")
+    assert data.train_set is train and data.val_set is val
+
+
+def test_test_split_is_the_whole_test_file_in_order(synthetic_mnist):
+    from conftest import synthetic_digits
+
+    data = make(synthetic_mnist)
+    data.setup("test")
+    images, labels = synthetic_digits(50, seed=2)
+    assert torch.equal(data.test_set.images, images)
+    assert torch.equal(data.test_set.labels, labels.long())
+    assert data.train_set is None  # testing does not load the training files
+
+
+def test_batches_are_sliced_then_scaled_on_transfer(synthetic_mnist):
+    data = make(synthetic_mnist, batch_size=16, val_split=0)
+    data.setup("test")
+    images, labels = next(iter(data.test_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (16, 28, 28)
+    assert torch.equal(images, data.test_set.images[:16]) and torch.equal(labels, data.test_set.labels[:16])
+    scaled, same_labels = data.on_after_batch_transfer((images, labels), 0)
+    assert scaled.shape == (16, 1, 28, 28) and scaled.dtype == torch.float32
+    assert torch.allclose(scaled[:, 0], images.float() / 255)
+    assert same_labels is labels
+
+
+def test_getitems_matches_getitem():
+    images = torch.randint(0, 255, (10, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(10)
+    dataset = InMemoryDigits(images, labels)
+    batch_images, batch_labels = dataset.__getitems__([3, 1, 4])
+    for row, index in enumerate([3, 1, 4]):
+        assert torch.equal(batch_images[row], dataset[index][0])
+        assert batch_labels[row] == dataset[index][1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0")],
+)
+def test_bad_values_are_refused_with_their_name(tmp_path, kwargs, named):
+    with pytest.raises(UserError, match=named):
+        MNISTDataModule(str(tmp_path), **kwargs)
+
+
+def test_a_split_that_leaves_no_training_image_is_refused(synthetic_mnist):
+    data = make(synthetic_mnist, val_split=200)
+    with pytest.raises(UserError, match="leaves no training images"):
+        data.setup("fit")
+
+
+def test_images_and_labels_of_different_sizes_are_refused(tmp_path):
+    from conftest import synthetic_digits, write_idx
+
+    write_mnist_like(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", synthetic_digits(150)[1])
+    with pytest.raises(UserError, match="200 images but .* 150 labels"):
+        make(tmp_path).setup("fit")

@@ -1,0 +1,31 @@
+"""End to end on the real MNIST files: the README's main job, as a user runs it."""
+
+import pytest
+
+from conftest import MNIST_DIR, REPO, requires_mnist, run_digitlab
+from tensorboard_events import scalars
+
+pytestmark = [requires_mnist, pytest.mark.e2e]
+
+SEED_ACCURACY = 0.9858  # the seed tutorial's LeNet-5 on the official test set
+
+
+def test_lenet5_config_beats_the_seed_and_logs_every_metric(tmp_path):
+    result = run_digitlab(
+        "fit", "--config", str(REPO / "configs/lenet5.yaml"), "--data.data_dir", str(MNIST_DIR),
+        "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = float(result.stdout.split("Test accuracy:")[1].split()[0])
+    assert printed >= SEED_ACCURACY
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    logged = scalars(run)
+    for tag in ("train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best",
+                "test/loss", "test/acc"):
+        assert logged.get(tag), f"{tag} missing from {sorted(logged)}"
+    assert logged["test/acc"][-1] == pytest.approx(printed, abs=5e-5)
+    assert logged["val/acc_best"][-1] == pytest.approx(max(logged["val/acc"]))
+    assert logged["hp_metric"][-1] == pytest.approx(printed, abs=5e-5)  # the real metric, not -1
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
