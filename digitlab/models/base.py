@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABCMeta, abstractmethod
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable, instantiate_class
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -36,7 +37,12 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        owns_optimizer = type(self).configure_optimizers is DigitModel.configure_optimizers
+        self.save_hyperparameters(ignore=None if owns_optimizer else ["optimizer", "lr_scheduler"])
+        if owns_optimizer:
+            # Callables given in Python become {class_path, init_args}: checkpoints stay weights-only loadable.
+            for key in ("optimizer", "lr_scheduler"):
+                self.hparams[key] = _as_config(self.hparams.get(key))
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes = num_classes
@@ -54,10 +60,10 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         return F.cross_entropy(logits, targets)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = _build(self.optimizer, self.parameters())
         if self.lr_scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
+        return {"optimizer": optimizer, "lr_scheduler": _build(self.lr_scheduler, optimizer)}
 
     # -- steps -------------------------------------------------------------------------------------
 
@@ -112,3 +118,21 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
 
     def on_test_epoch_end(self) -> None:
         self.log("hp_metric", self.test_acc.compute())
+
+
+CallableOrConfig = Union[Callable, dict, None]
+
+
+def _as_config(value: CallableOrConfig) -> CallableOrConfig:
+    """``torch.optim.SGD`` or ``partial(SGD, lr=0.1)`` -> ``{"class_path": ..., "init_args": ...}``."""
+    if value is None or isinstance(value, dict):
+        return value
+    func, kwargs = (value.func, dict(value.keywords)) if isinstance(value, functools.partial) else (value, {})
+    if not isinstance(func, type):  # a lambda or other builder: not portable, keep it out of the checkpoint
+        return None
+    return {"class_path": f"{func.__module__}.{func.__qualname__}", "init_args": kwargs}
+
+
+def _build(spec: CallableOrConfig, first_argument: Any) -> Any:
+    """Call an optimizer or scheduler builder, or instantiate it from its ``{class_path, init_args}`` config."""
+    return instantiate_class(first_argument, spec) if isinstance(spec, dict) else spec(first_argument)
