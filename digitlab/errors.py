@@ -18,3 +18,7 @@ class UnknownModelError(UserError, KeyError):
 
 class DuplicateModelError(UserError):
     """Two models claim the same registry name."""
+
+
+class PluginWarning(UserWarning):
+    """A model plugin could not be loaded and was skipped; the `digitlab` command prints it as one line."""

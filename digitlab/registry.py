@@ -1,7 +1,8 @@
 """The model registry: lower-case names for `DigitModel` classes, built-in or from plugins.
 
-Built-in models are the modules of `digitlab.models` (each registers itself with `@register_model`);
-third-party models come from the entry-point group ``digitlab.models``. Names are case-insensitive.
+Built-in models are the modules of `digitlab.models`, all imported at discovery (each registers itself
+with `@register_model`, so a new model is a new file and nothing else); third-party models come from the
+entry-point group ``digitlab.models`` of installed distributions. Names are case-insensitive.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 import os
 import pkgutil
 import warnings
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, Iterator, TypeVar
 
-from digitlab.errors import DuplicateModelError, UnknownModelError
+from digitlab.errors import DuplicateModelError, PluginWarning, UnknownModelError
+from digitlab.models.base import DigitModel
 
 ENTRY_POINT_GROUP = "digitlab.models"
 DISABLE_PLUGINS_ENV = "DIGITLAB_DISABLE_PLUGINS"
@@ -30,7 +33,7 @@ T = TypeVar("T", bound=type)
 class ModelEntry:
     name: str
     cls: type
-    source: str  # "built-in" or the distribution name of the plugin that provides the model
+    source: str  # "built-in", the distribution name of the plugin, or else the class's top-level module
 
     @property
     def class_path(self) -> str:
@@ -43,7 +46,7 @@ class ModelEntry:
 
 
 _registry: dict[str, ModelEntry] = {}
-_current_source = BUILTIN_SOURCE
+_current_source: str | None = None  # the distribution whose entry point is being loaded
 _discovered = False
 
 
@@ -56,21 +59,35 @@ def register_model(name: str | None = None) -> Callable[[T], T]:
     """Class decorator that registers a model under `name` (default: the class name), case-insensitively."""
 
     def decorator(cls: T) -> T:
-        _add(ModelEntry((name or cls.__name__).lower(), cls, _current_source))
+        package = cls.__module__.partition(".")[0]
+        source = _current_source or (BUILTIN_SOURCE if package == "digitlab" else package)
+        _add(ModelEntry((name or cls.__name__).lower(), cls, source))
         return cls
 
     return decorator
 
 
 def _add(entry: ModelEntry) -> None:
+    if not (isinstance(entry.cls, type) and issubclass(entry.cls, DigitModel)):
+        kind = "" if isinstance(entry.cls, type) else f" (it is a {type(entry.cls).__name__})"
+        name = getattr(entry.cls, "__qualname__", repr(entry.cls))
+        raise TypeError(f"{name} is not a subclass of digitlab.models.DigitModel{kind}")
+    if inspect.isabstract(entry.cls):
+        missing = ", ".join(sorted(entry.cls.__abstractmethods__))
+        raise TypeError(f"{entry.class_path} is abstract: it does not implement {missing}")
     known = _registry.get(entry.name)
     if known is not None and not _same_class(known.cls, entry.cls):
         raise DuplicateModelError(
-            f"Two models claim the name '{entry.name}': {known.class_path} (from {known.source}) and "
-            f"{entry.class_path} (from {entry.source}). Uninstall one of the packages, or register one "
-            "of the classes under another name."
+            f"Two models claim the name '{entry.name}': {known.class_path} from {_package(known)} and "
+            f"{entry.class_path} from {_package(entry)}. Uninstall one of the packages, or rename one of "
+            f"the models (its entry-point name or `@register_model` name); {DISABLE_PLUGINS_ENV}=1 "
+            "skips all plugins."
         )
-    _registry[entry.name] = entry
+    _registry[entry.name] = entry  # the same class again: an entry point names the package it came from
+
+
+def _package(entry: ModelEntry) -> str:
+    return "digitlab (built-in)" if entry.source == BUILTIN_SOURCE else f"the package '{entry.source}'"
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -139,17 +156,20 @@ def _registering_for(source: str) -> Iterator[None]:
 
 
 def _load_plugin(entry_point) -> None:
-    source = entry_point.dist.name if entry_point.dist is not None else entry_point.value
+    """Register one entry point's class; if that fails, warn and leave the registry as it was."""
+    source = entry_point.dist.name if entry_point.dist is not None else entry_point.module
+    before = dict(_registry)
     try:
         with _registering_for(source):
-            cls = entry_point.load()
+            _add(ModelEntry(entry_point.name.lower(), entry_point.load(), source))
     except DuplicateModelError:
         raise
     except Exception as error:  # a broken plugin must not take the CLI down with it
+        _registry.clear()
+        _registry.update(before)  # nor leave behind classes from a module that failed half-way
         warnings.warn(
-            f"digitlab: skipped the model plugin '{entry_point.name}' ({entry_point.value}) from "
-            f"{source}: {type(error).__name__}: {error}. Set {DISABLE_PLUGINS_ENV}=1 to skip all plugins.",
-            stacklevel=2,
+            f"skipped the model plugin '{entry_point.name}' ({entry_point.value}) from the package "
+            f"'{source}': {type(error).__name__}: {error}. Set {DISABLE_PLUGINS_ENV}=1 to skip all plugins.",
+            PluginWarning,
+            stacklevel=3,
         )
-        return
-    _add(ModelEntry(entry_point.name.lower(), cls, source))

@@ -16,7 +16,7 @@ def test_centroid_scores_exactly_the_seeds_0_8203_and_its_checkpoint_reloads(tmp
     config = str(REPO / "configs/centroid.yaml")
     fit = run_digitlab("fit", "--config", config, "--data.data_dir", str(MNIST_DIR), *QUIET, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    assert "Test accuracy: 0.8203" in fit.stdout
+    assert "Test accuracy: 0.8203 on 10000 images" in fit.stdout
 
     [checkpoint] = (tmp_path / "lightning_logs" / "version_0" / "checkpoints").glob("*.ckpt")
     test = run_digitlab(
@@ -24,7 +24,7 @@ def test_centroid_scores_exactly_the_seeds_0_8203_and_its_checkpoint_reloads(tmp
         cwd=tmp_path,
     )
     assert test.returncode == 0, test.stderr[-3000:]
-    assert "Test accuracy: 0.8203" in test.stdout
+    assert "Test accuracy: 0.8203 on 10000 images" in test.stdout
 
 
 def test_mlp_fast_recipe_reaches_0_975(tmp_path):

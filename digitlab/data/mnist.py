@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any, Optional, Union
 
 import torch
@@ -13,26 +15,48 @@ from digitlab.data.idx import read_idx
 from digitlab.errors import UserError
 
 
+# Lightning warns that its DistributedSampler repeats images in evaluation; padding (below) prevents that.
+warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
+# ...and that an empty list of validation loaders may be a mistake; here it means `val_split: 0`.
+warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+
+PAD_LABEL = -100  # PyTorch's default ignore_index: cross-entropy and the metrics skip these samples
+
+
 class InMemoryDigits(Dataset):
     """Images ``[N, 28, 28]`` uint8 and labels ``[N]`` int64 held in memory.
 
     ``__getitems__`` lets the DataLoader fetch a whole batch with one tensor index instead of one
     sample at a time, while samplers (including Lightning's distributed ones) still choose the indices.
+    Indices past the real images, up to `length`, are padding: a blank image labelled `PAD_LABEL`.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, length: Optional[int] = None) -> None:
         self.images = images
         self.labels = labels
+        self.length = len(labels) if length is None else length
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
-        return self.images[index], self.labels[index]
+        real = index < len(self.labels)
+        if real.all():
+            return self.images[index], self.labels[index]
+        images = self.images[index.clamp(max=len(self.labels) - 1)] * real[:, None, None]
+        return images, torch.where(real, self.labels[index.clamp(max=len(self.labels) - 1)], PAD_LABEL)
+
+    def padded_to_multiple_of(self, processes: int) -> "InMemoryDigits":
+        """This data set, padded so that `processes` replicas get equal shares without repeating an image.
+
+        Lightning's `DistributedSampler` would otherwise pad by repeating images, which counts them twice.
+        """
+        return InMemoryDigits(self.images, self.labels, math.ceil(len(self.labels) / processes) * processes)
 
 
 def keep_batch(batch: Any) -> Any:
@@ -49,7 +73,10 @@ class MNISTDataModule(LightningDataModule):
         val_split: Validation images taken from the 60,000 training images: a count (``5000``) or a
             fraction (``0.2``). ``0`` means no validation. The test set is always the official 10,000.
         seed: Seed of the train/validation split; the same seed gives the same split.
-        batch_size: Images per batch, per process (under DDP every device gets this many).
+        batch_size: Images per batch, per process: under DDP every process gets this many, so the global
+            batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
+            number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
+            metrics) rather than repeated, so every image counts exactly once.
         num_workers: DataLoader worker processes. The data is already in memory, so 0 is fastest.
         pin_memory: Pin batches in page-locked memory (useful on GPU only).
         download: Download the files from torchvision's mirrors when they are not found in ``data_dir``.
@@ -96,6 +123,8 @@ class MNISTDataModule(LightningDataModule):
             self.train_set, self.val_set = self._split(images, labels)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = InMemoryDigits(*self._load("test"))
+        if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
+            self.save_hyperparameters({"global_batch_size": self.hparams.batch_size * self.trainer.world_size})
 
     def _load(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         keys = [f"{part}_images", f"{part}_labels"]
@@ -134,10 +163,14 @@ class MNISTDataModule(LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        # Lightning already predicts without repeats (UnrepeatedDistributedSampler): no padding needed.
+        return self._loader(self.test_set, shuffle=False, pad=False)
 
-    def _loader(self, dataset: Optional[InMemoryDigits], shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Optional[InMemoryDigits], shuffle: bool, pad: bool = True) -> DataLoader:
         assert dataset is not None, "setup() must run before the dataloaders are requested"
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if pad and processes > 1:
+            dataset = dataset.padded_to_multiple_of(processes)
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable, instantiate_class
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from digitlab.data.mnist import PAD_LABEL
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -21,7 +23,9 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
 
     `forward(x)` takes a float batch ``[N, 1, 28, 28]`` with values in [0, 1] and returns ``[N, 10]`` logits.
     Metrics are logged as ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss`` and ``test/acc``; ``hp_metric`` follows ``val/acc_best``, then ``test/acc``.
+    ``test/loss``, ``test/acc`` and ``test/images``; ``hp_metric`` follows ``val/acc_best``, then ``test/acc``.
+    Under DDP a batch may hold padding labelled -100 (`PAD_LABEL`): the loss and the metrics ignore it, so
+    every image counts exactly once whatever the number of processes.
 
     Args:
         optimizer: Builds the optimizer from the parameters, e.g. ``torch.optim.Adam`` or, in YAML,
@@ -46,9 +50,10 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.num_classes = num_classes
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # One metric object per stage; torchmetrics syncs their states across processes when computing.
+        self.train_acc, self.val_acc, self.test_acc = (_accuracy(num_classes) for _ in range(3))
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
 
     @abstractmethod
@@ -56,8 +61,17 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         """``[N, 1, 28, 28]`` float images -> ``[N, num_classes]`` logits."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The training objective; mean cross-entropy unless a model says otherwise."""
+        """The training objective; mean cross-entropy unless a model says otherwise. Must ignore -100."""
         return F.cross_entropy(logits, targets)
+
+    def training_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """`loss`, except that a batch made only of DDP padding gives zero (a mean over nothing is NaN).
+
+        Every process must still run backward on it, or DDP's gradient all-reduce would wait forever.
+        """
+        if (targets == PAD_LABEL).all():
+            return logits.sum() * 0.0
+        return self.loss(logits, targets)
 
     def configure_optimizers(self) -> Any:
         optimizer = _build(self.optimizer, self.parameters())
@@ -70,15 +84,15 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        loss = self.loss(logits, targets)
+        loss = self.training_loss(logits, targets)
         self.log_train_metrics(loss, logits, targets)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, "val", self.val_acc, self.val_loss, self.val_images)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, "test", self.test_acc, self.test_loss, self.test_images)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, targets = batch
@@ -95,14 +109,19 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
 
-    def _evaluate(self, batch: Batch, stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(
+        self, batch: Batch, stage: str, accuracy: MulticlassAccuracy, loss: MeanMetric, images_seen: SumMetric
+    ) -> None:
         images, targets = batch
         logits = self(images)
+        real = targets != PAD_LABEL
         accuracy(logits, targets)
-        size = len(targets)
-        loss = F.cross_entropy(logits, targets)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True, batch_size=size)
+        # Per-image losses in a MeanMetric: an exact mean over all processes, however unevenly split.
+        loss(F.cross_entropy(logits[real], targets[real], reduction="none"))
+        images_seen(real.sum())
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/images", images_seen, on_epoch=True)
 
     def on_train_start(self) -> None:
         # The sanity check's validation must not count as the best epoch.
@@ -112,12 +131,16 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
-        best = self.val_acc_best.compute()
-        self.log("val/acc_best", best, prog_bar=True)
-        self.log("hp_metric", best)
+        best = self.val_acc_best.compute()  # already global: the accuracies it saw were synced
+        self.log("val/acc_best", best, prog_bar=True, sync_dist=True)
+        self.log("hp_metric", best, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log("hp_metric", self.test_acc.compute())
+        self.log("hp_metric", self.test_acc.compute(), sync_dist=True)
+
+
+def _accuracy(num_classes: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes, average="micro", ignore_index=PAD_LABEL)
 
 
 CallableOrConfig = Union[Callable, dict, None]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from digitlab.data.mnist import PAD_LABEL
 from digitlab.errors import UserError
 from digitlab.models.base import Batch, DigitModel
 from digitlab.registry import register_model
@@ -60,8 +61,11 @@ class NearestCentroid(DigitModel):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         # Accumulators are plain tensors, not buffers: DDP re-broadcasts rank 0's buffers at every forward.
         images, targets = batch
-        self._sums.index_add_(0, targets, images.flatten(1).to(self._sums.dtype))
-        self._seen += torch.bincount(targets, minlength=self.num_classes)
+        real = targets != PAD_LABEL  # DDP padding, never an image
+        # Pixels k/255 in float32 are multiples of 2**-31 below 1, so float64 sums of up to 2**21 of them
+        # are exact: neither the order nor the number of processes can change the means.
+        self._sums.index_add_(0, targets[real], images[real].flatten(1).to(self._sums.dtype))
+        self._seen += torch.bincount(targets[real], minlength=self.num_classes)
         self.optimizers().step()
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, OneCycleLR
 
+from digitlab.data.mnist import PAD_LABEL
 from digitlab.errors import UserError
 from digitlab.models.base import Batch, DigitModel
 from digitlab.registry import register_model
@@ -114,12 +115,13 @@ class ScratchMLP(DigitModel):
         optimizer = self.optimizers()
         optimizer.zero_grad()
         logits = self(images)
-        loss = self.loss(logits, targets)
+        loss = self.training_loss(logits, targets)
         self.manual_backward(loss)  # not loss.backward(): DDP syncs gradients and precision plugins scale here
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
                                 gradient_clip_algorithm="norm")
         optimizer.step()
         self.lr_schedulers().step()
-        per_image = loss.detach() / len(targets) if self.hparams.reduction == "sum" else loss.detach()
+        real_images = (targets != PAD_LABEL).sum().clamp(min=1)
+        per_image = loss.detach() / real_images if self.hparams.reduction == "sum" else loss.detach()
         self.log_train_metrics(per_image, logits, targets)
