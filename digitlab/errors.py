@@ -4,6 +4,8 @@
 class UserError(Exception):
     """A mistake in the user's input (path, file, name, value). The CLI prints it and exits with code 2."""
 
+    exit_code = 2
+
 
 class DataError(UserError):
     """The MNIST files are missing, unreadable, or not what they claim to be."""
@@ -22,3 +24,13 @@ class DuplicateModelError(UserError):
 
 class PluginWarning(UserWarning):
     """A model plugin could not be loaded and was skipped; the `digitlab` command prints it as one line."""
+
+
+class SkippedFileWarning(UserWarning):
+    """An input file (a picture to predict) could not be used and was skipped; printed as one line."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite; the run stopped without saving the broken weights."""
+
+    exit_code = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import subprocess
 import sys
@@ -79,3 +80,34 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr[-3000:]}"
+
+
+@pytest.fixture
+def digitlab_main(monkeypatch, capsys):
+    """`digitlab ARGS` run in this process through `digitlab.cli.main`, the function the console script
+    calls: the same parsing, messages and exit codes, without starting a new interpreter for each case.
+    Returns what `run_digitlab` returns; an unexpected exception (a bug) propagates to the test."""
+    from digitlab.cli import main
+
+    def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.delenv("DIGITLAB_DATA_DIR", raising=False)
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "argv", ["digitlab", *args])
+        capsys.readouterr()
+        # Libraries' log handlers hold the stream of the moment they were made (an earlier test's capture).
+        loggers = [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values()
+                                           if isinstance(l, logging.Logger)]
+        for handler in {h for logger in loggers for h in logger.handlers}:
+            if type(handler) is logging.StreamHandler:
+                monkeypatch.setattr(handler, "stream", sys.stderr)
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["digitlab", *args], code, out, err)
+
+    return run

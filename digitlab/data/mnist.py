@@ -8,11 +8,15 @@ from typing import Any, Optional, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
 from digitlab.data.idx import read_idx
-from digitlab.errors import UserError
+from digitlab.data.own_images import load_images
+from digitlab.data.sampling import EpochShuffle
+from digitlab.errors import SkippedFileWarning, UserError
 
 
 # Lightning warns that its DistributedSampler repeats images in evaluation; padding (below) prevents that.
@@ -21,6 +25,7 @@ warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the 
 warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
 
 PAD_LABEL = -100  # PyTorch's default ignore_index: cross-entropy and the metrics skip these samples
+UNKNOWN_LABEL = -1  # the label of your own pictures (`predict_images`): the digit is what is predicted
 
 
 class InMemoryDigits(Dataset):
@@ -29,12 +34,20 @@ class InMemoryDigits(Dataset):
     ``__getitems__`` lets the DataLoader fetch a whole batch with one tensor index instead of one
     sample at a time, while samplers (including Lightning's distributed ones) still choose the indices.
     Indices past the real images, up to `length`, are padding: a blank image labelled `PAD_LABEL`.
+    `names`, when the images come from files (``predict_images``), holds each image's file name.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, length: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        length: Optional[int] = None,
+        names: Optional[list[str]] = None,
+    ) -> None:
         self.images = images
         self.labels = labels
         self.length = len(labels) if length is None else length
+        self.names = names
 
     def __len__(self) -> int:
         return self.length
@@ -72,7 +85,8 @@ class MNISTDataModule(LightningDataModule):
             layout. Default: ``$DIGITLAB_DATA_DIR``, else ``data/``.
         val_split: Validation images taken from the 60,000 training images: a count (``5000``) or a
             fraction (``0.2``). ``0`` means no validation. The test set is always the official 10,000.
-        seed: Seed of the train/validation split; the same seed gives the same split.
+        seed: Seed of the train/validation split and of the shuffling (each epoch's order depends only on
+            the seed and the epoch, so a resumed run sees the same batches); the same seed, the same split.
         batch_size: Images per batch, per process: under DDP every process gets this many, so the global
             batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
             number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
@@ -82,6 +96,10 @@ class MNISTDataModule(LightningDataModule):
         download: Download the files from torchvision's mirrors when they are not found in ``data_dir``.
         verify: Check shapes and MD5 against the official MNIST files. Turn off only to use other data
             in the same IDX layout.
+        predict_images: Your own pictures for ``digitlab predict``, instead of the MNIST test set: a PNG or
+            JPEG file, a folder of them, or a list of files and folders. Any size, colour or greyscale, dark
+            digit on light or the reverse: each becomes a 28×28 MNIST-like digit. A file that is not a
+            readable picture is named in a warning and skipped. The MNIST files are then not needed.
     """
 
     def __init__(
@@ -94,6 +112,7 @@ class MNISTDataModule(LightningDataModule):
         pin_memory: bool = False,
         download: bool = True,
         verify: bool = True,
+        predict_images: Optional[Union[str, list[str]]] = None,
     ) -> None:
         super().__init__()
         _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
@@ -106,23 +125,33 @@ class MNISTDataModule(LightningDataModule):
         self.train_set: Optional[InMemoryDigits] = None
         self.val_set: Optional[InMemoryDigits] = None
         self.test_set: Optional[InMemoryDigits] = None
+        self.predict_set: Optional[InMemoryDigits] = None
 
     @property
     def num_classes(self) -> int:
         return 10
 
     def prepare_data(self) -> None:
+        if self._predicts_own_images():
+            return  # nothing to download or verify
         # Runs on one process per node: find or download, then verify, so that no rank races a download.
-        self._load("train")
-        self._load("test")
+        # It also checks the split, before Lightning creates the run's folder. Only the files that the
+        # running stage uses are needed (testing needs no training files).
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        if stage in (None, TrainerFn.FITTING, TrainerFn.VALIDATING):
+            self._validation_count(len(self._load("train")[1]))
+        if stage in (None, TrainerFn.FITTING, TrainerFn.TESTING, TrainerFn.PREDICTING):
+            self._load("test")
 
     def setup(self, stage: Optional[str] = None) -> None:
         # Idempotent: the split is made once, whatever the number of calls or stages.
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self._load("train")
             self.train_set, self.val_set = self._split(images, labels)
-        if stage in (None, "test", "predict") and self.test_set is None:
+        if stage in (None, "test", "predict") and self.test_set is None and not self._predicts_own_images(stage):
             self.test_set = InMemoryDigits(*self._load("test"))
+        if stage in (None, "predict") and self.hparams.predict_images is not None and self.predict_set is None:
+            self.predict_set = self._load_own_images()
         if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
             self.save_hyperparameters({"global_batch_size": self.hparams.batch_size * self.trainer.world_size})
 
@@ -137,8 +166,7 @@ class MNISTDataModule(LightningDataModule):
             )
         return images, labels.long()
 
-    def _split(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[InMemoryDigits, Optional[InMemoryDigits]]:
-        total = len(labels)
+    def _validation_count(self, total: int) -> int:
         val_split = self.hparams.val_split
         n_val = round(val_split * total) if isinstance(val_split, float) else int(val_split)
         if n_val >= total:
@@ -146,6 +174,11 @@ class MNISTDataModule(LightningDataModule):
                 f"data.val_split={val_split} leaves no training images ({total} in all). "
                 "Use a smaller count or a fraction such as 0.1."
             )
+        return n_val
+
+    def _split(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[InMemoryDigits, Optional[InMemoryDigits]]:
+        total = len(labels)
+        n_val = self._validation_count(total)
         if n_val == 0:
             return InMemoryDigits(images, labels), None
         order = torch.randperm(total, generator=torch.Generator().manual_seed(self.hparams.seed))
@@ -164,18 +197,49 @@ class MNISTDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         # Lightning already predicts without repeats (UnrepeatedDistributedSampler): no padding needed.
-        return self._loader(self.test_set, shuffle=False, pad=False)
+        dataset = self.predict_set if self.hparams.predict_images is not None else self.test_set
+        return self._loader(dataset, shuffle=False, pad=False)
+
+    def _predicts_own_images(self, stage: Optional[str] = None) -> bool:
+        """Whether this stage (else the trainer's) predicts `predict_images`, and so needs no MNIST file."""
+        if self.hparams.predict_images is None:
+            return False
+        if stage is None and self.trainer is not None:
+            stage = self.trainer.state.fn
+        return stage == "predict"
+
+    def _load_own_images(self) -> InMemoryDigits:
+        sources = self.hparams.predict_images
+        loaded = load_images(sources)
+        for name, reason in loaded.skipped:
+            rank_zero_warn(f"skipped {name}: {reason}", category=SkippedFileWarning)
+        if not loaded.names:
+            found = (
+                f"none of the {len(loaded.skipped)} files is a readable picture (each is named above)"
+                if loaded.skipped
+                else "no file found (subfolders and hidden files are not searched)"
+            )
+            raise UserError(
+                f"data.predict_images={sources!r}: {found}. Give PNG or JPEG pictures of digits: a file, a folder "
+                "of them, or a list of files and folders."
+            )
+        labels = torch.full((len(loaded.names),), UNKNOWN_LABEL)
+        return InMemoryDigits(loaded.images, labels, names=loaded.names)
 
     def _loader(self, dataset: Optional[InMemoryDigits], shuffle: bool, pad: bool = True) -> DataLoader:
         assert dataset is not None, "setup() must run before the dataloaders are requested"
         processes = self.trainer.world_size if self.trainer is not None else 1
         if pad and processes > 1:
             dataset = dataset.padded_to_multiple_of(processes)
+        # One process: shuffle by (seed, epoch) so that resuming reproduces the batches. Several: Lightning
+        # replaces shuffle=True with a DistributedSampler, which is seeded by (seed, epoch) too.
+        sampler = EpochShuffle(len(dataset), self.hparams.seed) if shuffle and processes == 1 else None
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             collate_fn=keep_batch,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -14,6 +14,7 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitlab.data.mnist import PAD_LABEL
+from digitlab.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -49,10 +50,12 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
                 self.hparams[key] = _as_config(self.hparams.get(key))
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        if owns_optimizer:
+            _check_optimizer(optimizer)
         self.num_classes = num_classes
         # One metric object per stage; torchmetrics syncs their states across processes when computing.
         self.train_acc, self.val_acc, self.test_acc = (_accuracy(num_classes) for _ in range(3))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
 
@@ -88,11 +91,11 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.log_train_metrics(loss, logits, targets)
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc, self.val_loss, self.val_images)
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "val", self.val_acc, self.val_loss, self.val_images)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc, self.test_loss, self.test_images)
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "test", self.test_acc, self.test_loss, self.test_images)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, targets = batch
@@ -103,15 +106,29 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
     # -- logging -----------------------------------------------------------------------------------
 
     def log_train_metrics(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Log ``train/loss`` (per image) and ``train/acc``; models with their own training step call this."""
-        self.train_acc(logits.detach(), targets)
-        size = len(targets)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        """Log ``train/loss_step``, ``train/loss_epoch`` (per image) and ``train/acc``; models with their own
+        training step call this.
+
+        Every step only updates metric objects (cheap, no host sync); `self.log`, which costs far more
+        than a small model's step, runs at the logger's interval (`trainer.log_every_n_steps`) and once at
+        the end of the epoch.
+        """
+        loss = loss.detach()
+        self.last_train_loss = loss  # read by StopOnNonFiniteLoss at the logging interval
+        self.train_acc.update(logits.detach(), targets)
+        self.train_loss.update(loss, weight=int((targets != PAD_LABEL).sum()))
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_epoch=True, prog_bar=True)
 
     def _evaluate(
         self, batch: Batch, stage: str, accuracy: MulticlassAccuracy, loss: MeanMetric, images_seen: SumMetric
-    ) -> None:
+    ) -> dict[str, torch.Tensor]:
+        """Update and log the stage's metrics; return the batch's ``logits`` and ``targets`` for callbacks
+        (`digitlab.callbacks` draws confusion matrices and mistakes from them, without a second forward)."""
         images, targets = batch
         logits = self(images)
         real = targets != PAD_LABEL
@@ -122,6 +139,7 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/images", images_seen, on_epoch=True)
+        return {"logits": logits.detach(), "targets": targets}
 
     def on_train_start(self) -> None:
         # The sanity check's validation must not count as the best epoch.
@@ -154,6 +172,20 @@ def _as_config(value: CallableOrConfig) -> CallableOrConfig:
     if not isinstance(func, type):  # a lambda or other builder: not portable, keep it out of the checkpoint
         return None
     return {"class_path": f"{func.__module__}.{func.__qualname__}", "init_args": kwargs}
+
+
+def _check_optimizer(optimizer: CallableOrConfig) -> None:
+    """Build the optimizer once on a dummy parameter, so a bad setting fails now, before any run starts."""
+    try:
+        probe = _build(optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:  # torch's own checks: "Invalid learning rate: -1.0", ...
+        raise UserError(f"model.optimizer is not valid: {error}. Fix its init_args in the config.") from None
+    learning_rates = [group["lr"] for group in probe.param_groups if "lr" in group]
+    if any(float(lr) <= 0 for lr in learning_rates):
+        raise UserError(
+            f"model.optimizer has learning rate {learning_rates[0]}: it must be positive. "
+            "Fix `lr` in the optimizer's init_args."
+        )
 
 
 def _build(spec: CallableOrConfig, first_argument: Any) -> Any:

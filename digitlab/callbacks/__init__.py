@@ -1,0 +1,35 @@
+"""Callbacks every `digitlab` run gets: safety nets for training, pictures for TensorBoard."""
+
+from lightning.pytorch.callbacks import Callback
+
+from digitlab.callbacks.class_means import ClassMeans
+from digitlab.callbacks.confusion import ConfusionMatrix
+from digitlab.callbacks.examples import ClassExamples
+from digitlab.callbacks.finite_loss import StopOnNonFiniteLoss
+from digitlab.callbacks.interrupt import SaveOnInterrupt
+from digitlab.callbacks.mistakes import WorstMistakes
+from digitlab.callbacks.predictions import PredictionWriter
+
+
+def default_callbacks() -> list[Callback]:
+    """New instances of the callbacks the `digitlab` command adds to every trainer."""
+    return [StopOnNonFiniteLoss(), SaveOnInterrupt()]
+
+
+def picture_callbacks() -> list[Callback]:
+    """New instances of the TensorBoard picture callbacks (`digitlab fit|validate|test`; ``--pictures false``
+    leaves them out). They draw on rank 0 only, and nothing without a TensorBoard logger."""
+    return [ClassExamples(), ClassMeans(), ConfusionMatrix(), WorstMistakes()]
+
+
+__all__ = [
+    "ClassExamples",
+    "ClassMeans",
+    "ConfusionMatrix",
+    "PredictionWriter",
+    "SaveOnInterrupt",
+    "StopOnNonFiniteLoss",
+    "WorstMistakes",
+    "default_callbacks",
+    "picture_callbacks",
+]

@@ -1,0 +1,67 @@
+"""jsonargparse's parse errors, rewritten as one paragraph that says what, where, and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Iterable
+
+_UNKNOWN_KEY = (
+    re.compile(r"does not accept option '([^']+)'"),
+    re.compile(r"unrecognized arguments: --([^\s=]+)"),
+    re.compile(r'Key "([^"]+)" is not expected'),
+)
+
+
+def known_keys(parser) -> list[str]:
+    """Every dotted option a (sub)command parser accepts, e.g. ``trainer.max_epochs``, ``data.batch_size``."""
+    keys = []
+    for action in parser._actions:  # jsonargparse keeps nested options as dotted destinations
+        if action.dest not in ("help", "config", "print_config") and not action.dest.startswith("=="):
+            keys.append(action.dest)
+    return keys
+
+
+def closest(key: str, candidates: Iterable[str]) -> str | None:
+    candidates = list(candidates)
+    matches = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not matches:  # a typo in the last part: compare within the same section
+        section, _, leaf = key.rpartition(".")
+        leaves = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == section}
+        matches = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
+    return matches[0] if matches else None
+
+
+def explain(error: ArgumentError, parser, subcommand: str | None, args: list[str]) -> str:
+    """One paragraph: jsonargparse's own words, the closest known option for an unknown one, where to look."""
+    parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip()).rstrip(".") + "."]
+    if parts[0].startswith("Problems parsing config"):
+        parts = [_name_the_broken_file(args) or parts[0]]
+    for pattern in _UNKNOWN_KEY:
+        found = pattern.search(parts[0])
+        if found:
+            suggestion = closest(found.group(1), known_keys(parser))
+            if suggestion:
+                parts.append(f"Did you mean '{suggestion}'?")
+            break
+    command = f"digitlab {subcommand}" if subcommand else "digitlab"
+    parts.append(f"Run `{command} --help` for the options (`--print_config` shows a full config).")
+    return " ".join(parts)
+
+
+def _name_the_broken_file(args: list[str]) -> str | None:
+    """jsonargparse reports a YAML syntax error without the file's name: find the file and say so."""
+    import yaml
+
+    for flag, value in zip(args, args[1:]):
+        if flag in ("--config", "-c") and Path(value).is_file():
+            try:
+                yaml.safe_load(Path(value).read_text())
+            except yaml.YAMLError as error:
+                where = getattr(error, "problem_mark", None)
+                line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                return f"The config file {value} is not valid YAML{line}: {problem}."
+    return None

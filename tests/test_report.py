@@ -1,0 +1,83 @@
+"""`digitlab report` on real runs of the three built-in models, checked against their event files."""
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_user_error, run_digitlab, write_mnist_like
+from digitlab.models.centroid import NearestCentroid
+from digitlab.models.lenet import LeNet5
+from digitlab.models.mlp import ScratchMLP
+from digitlab.report import report_command
+from tensorboard_events import scalars
+
+MODELS = {"centroid": NearestCentroid, "mlp": ScratchMLP, "lenet5": LeNet5}
+LR = {"NearestCentroid": "", "ScratchMLP": "0.05", "LeNet5": "0.001"}  # the models' defaults
+
+
+def files(folder: Path) -> dict[Path, float]:
+    return {path: path.stat().st_mtime for path in folder.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory) -> Path:
+    """lightning_logs/version_0..2: one epoch of centroid, mlp and lenet5 on synthetic data."""
+    data = write_mnist_like(tmp_path_factory.mktemp("data"))
+    cwd = tmp_path_factory.mktemp("runs")
+    for name in MODELS:
+        result = run_digitlab(
+            "fit", "--model", name, "--data.data_dir", str(data), "--data.verify", "false", "--data.val_split",
+            "40", "--data.batch_size", "32", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+            "--pictures", "false", cwd=cwd,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "lightning_logs"
+
+
+def test_csv_holds_the_values_of_the_event_files(logs):
+    before = files(logs)
+    result = run_digitlab("report", str(logs), "--format", "csv", cwd=logs.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["version"] for row in rows] and {row["version"] for row in rows} == {
+        "version_0", "version_1", "version_2"}
+    for row in rows:
+        logged = scalars(logs / row["version"])
+        model = {cls.__name__: cls for cls in MODELS.values()}[row["model"]]
+        assert float(row["test_acc"]) == logged["test/acc"][-1]
+        assert float(row["best_val_acc"]) == max(logged["val/acc"]) == logged["val/acc_best"][-1]
+        assert row["lr"] == LR[row["model"]]
+        assert row["batch_size"] == "32" and row["epochs"] == "1"
+        assert int(row["params"]) == sum(value.numel() for value in model().state_dict().values())
+        assert 0 < float(row["wall_time_s"]) < 600
+    accuracies = [float(row["test_acc"]) for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)  # best first by default
+    assert files(logs) == before  # the runs are read, never written
+
+
+def test_table_markdown_and_plot(logs, capsys, tmp_path):
+    report_command([str(logs), "--sort", "version"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["version", "model"] and "test/acc" in table[0] and "params" in table[0]
+    assert [line.split()[:2] for line in table[1:]] == [
+        ["version_0", "NearestCentroid"], ["version_1", "ScratchMLP"], ["version_2", "LeNet5"]]
+    assert "60,074" in table[3]  # LeNet-5's parameter count
+
+    report_command([str(logs / "version_2"), "--format", "markdown", "--plot", str(tmp_path / "val.png")])
+    output = capsys.readouterr()
+    lines = output.out.splitlines()
+    assert lines[0].startswith("| version | model |") and lines[1].startswith("| --- | --- | ---: |")
+    assert lines[2].startswith("| version_2 | LeNet5 | 0.001 | 32 | 1 |") and len(lines) == 3
+    assert (tmp_path / "val.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "val.png" in output.err
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_a_folder_without_runs_is_a_user_error(tmp_path, make):
+    folder = tmp_path / "logs"
+    if make == "empty":
+        (folder / "version_0").mkdir(parents=True)
+    result = run_digitlab("report", str(folder), cwd=tmp_path)
+    assert_user_error(result, str(folder), "lightning_logs" if make == "missing" else "No runs")
