@@ -52,7 +52,7 @@ def run_plain(name: str, data_dir: str) -> dict:
     model, data, _ = build(CONFIGS[name], "--data.data_dir", data_dir, "--trainer.max_epochs", "1")
     data.setup("fit")
     images, labels = data.train_set.images, data.train_set.labels
-    order = torch.tensor(list(data.train_dataloader().sampler))  # EpochShuffle at epoch 0, as in digitlab
+    order = data.train_dataloader().batch_sampler.sampler.permutation()  # epoch 0's order, as in digitlab
     batch = data.hparams.batch_size
     steps = (len(order) + batch - 1) // batch
     optimizer, scheduler = plain_optimizer(model, steps)

@@ -15,6 +15,7 @@ from argparse import ArgumentError
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -29,6 +30,7 @@ from digitlab.parse_errors import explain
 from digitlab.registry import discover_models, model_entries
 from digitlab.report import report_command
 
+PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 EPILOG = (
     "Run `digitlab models` to list the models, `digitlab report` to compare the runs in lightning_logs, "
     "`digitlab SUBCOMMAND --help` for a subcommand's options."
@@ -130,9 +132,15 @@ class DigitLabCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")
-        if subcommand and self.config[subcommand].get("pictures"):  # trainer_defaults' callbacks join the config's
-            callbacks = self.trainer_defaults.get("callbacks", [])
-            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*callbacks, *picture_callbacks()]}
+        config = self.config[subcommand] if subcommand else self.config
+        extra = []  # trainer_defaults' callbacks join the config's own
+        if subcommand and config.get("pictures"):
+            extra += picture_callbacks()
+        if config.trainer.get("enable_progress_bar") is not False and not _configures_progress_bar(config):
+            # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
+            extra.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        callbacks = self.trainer_defaults.get("callbacks", [])
+        self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*callbacks, *extra]}
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit or self.trainer.interrupted:
@@ -146,6 +154,12 @@ class DigitLabCLI(LightningCLI):
         metrics = self.trainer.callback_metrics
         if "test/acc" in metrics and self.trainer.is_global_zero:
             print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
+
+
+def _configures_progress_bar(config: Any) -> bool:
+    callbacks = config.trainer.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    return any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
 
 
 def init_arguments(cls: type) -> list[inspect.Parameter]:

@@ -118,7 +118,8 @@ def test_models_verbose_shows_init_arguments_with_defaults(tmp_path, site):
         "lr_scheduler: Optional[LRSchedulerCallable] = None",
         "num_classes: int = 10",
     ]
-    assert arguments_of("lenet5") == arguments_of("plugnet")[1:]  # LeNet5.__init__ is **kwargs only
+    # LeNet5 has one argument of its own, then the base class's through **kwargs
+    assert arguments_of("lenet5") == ["standardize: bool = False", *arguments_of("plugnet")[1:]]
 
 
 def test_fit_trains_a_plugin_model_by_its_name(tmp_path, site, synthetic_mnist):
@@ -348,7 +349,7 @@ def test_init_arguments_follow_kwargs_up_to_digit_model():
 
     assert [format_argument(p) for p in init_arguments(Child)][:2] == ["depth: int = 2", "width: int = 16"]
     assert [p.name for p in init_arguments(Child)] == ["depth", "width", "optimizer", "lr_scheduler", "num_classes"]
-    assert [p.name for p in init_arguments(LeNet5)] == ["optimizer", "lr_scheduler", "num_classes"]
+    assert [p.name for p in init_arguments(LeNet5)] == ["standardize", "optimizer", "lr_scheduler", "num_classes"]
     assert [format_argument(p) for p in init_arguments(Closed)] == ["size: int = 3"]
 
 

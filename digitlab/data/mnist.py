@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
 from digitlab.data.idx import read_idx
 from digitlab.data.own_images import load_images
-from digitlab.data.sampling import EpochShuffle
+from digitlab.data.sampling import EpochShuffle, TensorBatches
 from digitlab.errors import SkippedFileWarning, UserError
 
 
@@ -231,20 +231,16 @@ class MNISTDataModule(LightningDataModule):
         processes = self.trainer.world_size if self.trainer is not None else 1
         if pad and processes > 1:
             dataset = dataset.padded_to_multiple_of(processes)
-        # One process: shuffle by (seed, epoch) so that resuming reproduces the batches. Several: Lightning
-        # replaces shuffle=True with a DistributedSampler, which is seeded by (seed, epoch) too.
-        sampler = EpochShuffle(len(dataset), self.hparams.seed) if shuffle and processes == 1 else None
         workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            collate_fn=keep_batch,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.hparams.pin_memory,
-        )
+        common = dict(collate_fn=keep_batch, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=self.hparams.pin_memory)
+        if shuffle and processes == 1:
+            # Shuffled by (seed, epoch) alone, so that resuming reproduces the batches; batches are tensor
+            # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,
+            # which is seeded by (seed, epoch) as well.
+            batches = TensorBatches(EpochShuffle(len(dataset), self.hparams.seed), self.hparams.batch_size)
+            return DataLoader(dataset, batch_sampler=batches, **common)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, **common)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""

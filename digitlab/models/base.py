@@ -54,7 +54,8 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
             _check_optimizer(optimizer)
         self.num_classes = num_classes
         # One metric object per stage; torchmetrics syncs their states across processes when computing.
-        self.train_acc, self.val_acc, self.test_acc = (_accuracy(num_classes) for _ in range(3))
+        self.val_acc, self.test_acc = _accuracy(num_classes), _accuracy(num_classes)
+        self.train_acc = _accuracy(num_classes, validate_args=False)  # updated every step: skip the checks
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
@@ -157,8 +158,8 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.log("hp_metric", self.test_acc.compute(), sync_dist=True)
 
 
-def _accuracy(num_classes: int) -> MulticlassAccuracy:
-    return MulticlassAccuracy(num_classes, average="micro", ignore_index=PAD_LABEL)
+def _accuracy(num_classes: int, validate_args: bool = True) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes, average="micro", ignore_index=PAD_LABEL, validate_args=validate_args)
 
 
 CallableOrConfig = Union[Callable, dict, None]

@@ -9,12 +9,21 @@ from digitlab.models.base import DigitModel
 from digitlab.registry import register_model
 
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training images' pixels in [0, 1]
+
+
 @register_model("lenet5")
 class LeNet5(DigitModel):
     """LeNet-5: conv 3x3x6, avg-pool, conv 3x3x16, avg-pool, dense 120-84-10 (60,074 parameters)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, standardize: bool = False, **kwargs) -> None:
+        """
+        Args:
+            standardize: Shift and scale the pixels to MNIST's mean 0.1307 and standard deviation 0.3081
+                before the first convolution (the seed feeds [0, 1]); it speeds up early training.
+        """
         super().__init__(**kwargs)
+        self.standardize = standardize
         self.features = nn.Sequential(
             nn.Conv2d(1, 6, kernel_size=3),  # 28 -> 26
             nn.ReLU(),
@@ -42,4 +51,6 @@ class LeNet5(DigitModel):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            x = (x - MNIST_MEAN) / MNIST_STD
         return self.classifier(self.features(x))

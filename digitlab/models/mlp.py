@@ -35,8 +35,10 @@ class GradientDescent(torch.optim.Optimizer):
                     continue
                 step = weight.grad + group["weight_decay"] * weight if group["weight_decay"] else weight.grad
                 if group["momentum"]:
-                    velocity = self.state[weight].setdefault("velocity", torch.zeros_like(weight))
-                    step = velocity.mul_(group["momentum"]).add_(step)
+                    state = self.state[weight]
+                    if "velocity" not in state:
+                        state["velocity"] = torch.zeros_like(weight)
+                    step = state["velocity"].mul_(group["momentum"]).add_(step)
                 weight.sub_(group["lr"] * step)
         return loss
 
