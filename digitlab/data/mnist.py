@@ -126,6 +126,8 @@ class MNISTDataModule(LightningDataModule):
         self.val_set: Optional[InMemoryDigits] = None
         self.test_set: Optional[InMemoryDigits] = None
         self.predict_set: Optional[InMemoryDigits] = None
+        # What prepare_data read and verified, kept for setup in the same process instead of reading it again.
+        self._prepared: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -139,17 +141,18 @@ class MNISTDataModule(LightningDataModule):
         # running stage uses are needed (testing needs no training files).
         stage = self.trainer.state.fn if self.trainer is not None else None
         if stage in (None, TrainerFn.FITTING, TrainerFn.VALIDATING):
-            self._validation_count(len(self._load("train")[1]))
+            self._prepared["train"] = self._load("train")
+            self._validation_count(len(self._prepared["train"][1]))
         if stage in (None, TrainerFn.FITTING, TrainerFn.TESTING, TrainerFn.PREDICTING):
-            self._load("test")
+            self._prepared["test"] = self._load("test")
 
     def setup(self, stage: Optional[str] = None) -> None:
         # Idempotent: the split is made once, whatever the number of calls or stages.
         if stage in (None, "fit", "validate") and self.train_set is None:
-            images, labels = self._load("train")
+            images, labels = self._prepared.pop("train", None) or self._load("train")
             self.train_set, self.val_set = self._split(images, labels)
         if stage in (None, "test", "predict") and self.test_set is None and not self._predicts_own_images(stage):
-            self.test_set = InMemoryDigits(*self._load("test"))
+            self.test_set = InMemoryDigits(*(self._prepared.pop("test", None) or self._load("test")))
         if stage in (None, "predict") and self.hparams.predict_images is not None and self.predict_set is None:
             self.predict_set = self._load_own_images()
         if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
