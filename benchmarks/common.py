@@ -28,7 +28,7 @@ def machine(threads: int) -> str:
 
 def build(config: str, *overrides: str):
     """Model, data module and trainer exactly as `digitlab fit --config CONFIG OVERRIDES` would make them."""
-    from digitlab.cli import DigitLabCLI
+    from digitlab.trainer_cli import DigitLabCLI
 
     cli = DigitLabCLI(args=["--config", str(REPO / config), *overrides], run=False)
     return cli.model, cli.datamodule, cli.trainer

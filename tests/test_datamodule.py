@@ -1,5 +1,7 @@
 """MNISTDataModule on synthetic IDX files: splits, idempotent setup, batches, value checks."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -85,6 +87,30 @@ def test_getitems_matches_getitem():
     for row, index in enumerate([3, 1, 4]):
         assert torch.equal(batch_images[row], dataset[index][0])
         assert batch_labels[row] == dataset[index][1]
+
+
+@pytest.mark.parametrize("on_device, expected", [(None, "meta"), (True, "meta"), (False, "cpu")])
+def test_on_an_accelerator_the_data_sets_live_on_the_device(synthetic_mnist, on_device, expected):
+    # The "meta" device stands in for a GPU: any device that is not the CPU.
+    data = make(synthetic_mnist, val_split=40, batch_size=16, pin_memory=True, num_workers=2, on_device=on_device)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1)
+    data.setup("fit")
+    data.setup("test")
+    for dataset in (data.train_set, data.val_set, data.test_set):
+        assert dataset.images.device.type == expected and dataset.labels.device.type == expected
+    loader = data.train_dataloader()
+    on_host = expected == "cpu"
+    assert loader.pin_memory is on_host and loader.num_workers == (2 if on_host else 0)
+    if not on_host:
+        images, labels = next(iter(loader))  # sliced where the data lives, no copy from host memory
+        assert images.device.type == "meta" and images.shape == (16, 28, 28) and labels.shape == (16,)
+
+
+def test_on_a_cpu_the_data_sets_stay_in_host_memory(synthetic_mnist):
+    data = make(synthetic_mnist, val_split=40)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1)
+    data.setup("fit")
+    assert data.data_device() == torch.device("cpu") and data.train_set.images.device.type == "cpu"
 
 
 @pytest.mark.parametrize(

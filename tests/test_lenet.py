@@ -23,3 +23,18 @@ def test_standardize_feeds_the_network_mnist_standardised_pixels():
     standardized.load_state_dict(plain.state_dict())
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(standardized(x), plain((x - 0.1307) / 0.3081))
+
+
+def test_compile_compiles_the_call_in_place_and_computes_the_same_logits():
+    torch.manual_seed(0)
+    model = LeNet5(compile=True)
+    keys = list(model.state_dict())
+    model.configure_model()  # Lightning calls it when a run starts
+    assert model._compiled_call_impl is not None
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.allclose(model(x), model.forward(x), atol=1e-5)
+    assert list(model.state_dict()) == keys  # checkpoints load into an uncompiled model
+    compiled = model._compiled_call_impl
+    model.configure_model()  # a second stage (test after fit) does not compile again
+    assert model._compiled_call_impl is compiled
+    assert LeNet5()._compiled_call_impl is None

@@ -117,6 +117,7 @@ def test_models_verbose_shows_init_arguments_with_defaults(tmp_path, site):
         "optimizer: OptimizerCallable = torch.optim.adam.Adam",
         "lr_scheduler: Optional[LRSchedulerCallable] = None",
         "num_classes: int = 10",
+        "compile: bool = False",
     ]
     # LeNet5 has one argument of its own, then the base class's through **kwargs
     assert arguments_of("lenet5") == ["standardize: bool = False", *arguments_of("plugnet")[1:]]
@@ -348,8 +349,10 @@ def test_init_arguments_follow_kwargs_up_to_digit_model():
             super().__init__(num_classes=10)
 
     assert [format_argument(p) for p in init_arguments(Child)][:2] == ["depth: int = 2", "width: int = 16"]
-    assert [p.name for p in init_arguments(Child)] == ["depth", "width", "optimizer", "lr_scheduler", "num_classes"]
-    assert [p.name for p in init_arguments(LeNet5)] == ["standardize", "optimizer", "lr_scheduler", "num_classes"]
+    assert [p.name for p in init_arguments(Child)] == ["depth", "width", "optimizer", "lr_scheduler", "num_classes",
+                                                       "compile"]
+    assert [p.name for p in init_arguments(LeNet5)] == ["standardize", "optimizer", "lr_scheduler", "num_classes",
+                                                        "compile"]
     assert [format_argument(p) for p in init_arguments(Closed)] == ["size: int = 3"]
 
 

@@ -2,6 +2,8 @@
 
 import csv
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,15 @@ def test_table_markdown_and_plot(logs, capsys, tmp_path):
     assert lines[2].startswith("| version_2 | LeNet5 | 0.001 | 32 | 1 |") and len(lines) == 3
     assert (tmp_path / "val.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "val.png" in output.err
+
+
+def test_report_does_without_lightning(logs):
+    """`digitlab report` starts in a fraction of the other commands' time: Lightning takes seconds to import."""
+    heavy = {"lightning", "pytorch_lightning", "torchmetrics", "torchvision", "matplotlib"}
+    code = f"import sys; from digitlab.cli import main; main(sys.argv[1:]); print(sorted({heavy!r} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code, "report", str(logs)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])

@@ -172,6 +172,21 @@ def test_an_existing_run_folder_is_never_reused(tmp_path, data):
     assert (earlier / "config.yaml").read_text() == "the earlier run's config\n"
 
 
+def test_without_a_logger_a_run_starts_in_a_used_folder_but_never_overwrites_checkpoints(tmp_path, data):
+    (tmp_path / "notes.txt").write_text("the user's own files\n")  # the folder the command runs in
+    no_logger = ("--data.verify", "false", "--trainer.logger", "false")
+    first = fit(tmp_path, data, *no_logger)
+    assert first.returncode == 0, first.stderr
+    saved = {path: path.read_bytes() for path in (tmp_path / "checkpoints").iterdir()}
+    assert saved
+    again = fit(tmp_path, data, *no_logger)
+    assert_user_error(again, str(tmp_path / "checkpoints"), "--trainer.default_root_dir")
+    assert {path: path.read_bytes() for path in (tmp_path / "checkpoints").iterdir()} == saved
+    elsewhere = fit(tmp_path, data, *no_logger, "--trainer.default_root_dir", "second")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert list((tmp_path / "second" / "checkpoints").iterdir())
+
+
 @pytest.mark.console_script
 def test_a_genuine_bug_still_shows_its_traceback(tmp_path, data):
     (tmp_path / "buggy_model.py").write_text(

@@ -1,4 +1,5 @@
-"""`MNISTDataModule`: verified MNIST in memory as uint8 tensors, split once, batched by slicing."""
+"""`MNISTDataModule`: verified MNIST in memory (on the GPU when training there) as uint8 tensors, split once,
+batched by slicing."""
 
 from __future__ import annotations
 
@@ -56,13 +57,15 @@ class InMemoryDigits(Dataset):
         images, labels = self.__getitems__([index])
         return images[0], labels[0]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
+    def __getitems__(self, indices: Union[list[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # index_select, not images[index]: about 9 times faster a gather on a CPU, which a small model notices.
+        index = torch.as_tensor(indices, device=self.images.device)
+        if self.length == len(self.labels):
+            return self.images.index_select(0, index), self.labels.index_select(0, index)
         real = index < len(self.labels)
-        if real.all():
-            return self.images[index], self.labels[index]
-        images = self.images[index.clamp(max=len(self.labels) - 1)] * real[:, None, None]
-        return images, torch.where(real, self.labels[index.clamp(max=len(self.labels) - 1)], PAD_LABEL)
+        index = index.clamp(max=len(self.labels) - 1)
+        images = self.images.index_select(0, index) * real[:, None, None]
+        return images, torch.where(real, self.labels.index_select(0, index), PAD_LABEL)
 
     def padded_to_multiple_of(self, processes: int) -> "InMemoryDigits":
         """This data set, padded so that `processes` replicas get equal shares without repeating an image.
@@ -70,6 +73,9 @@ class InMemoryDigits(Dataset):
         Lightning's `DistributedSampler` would otherwise pad by repeating images, which counts them twice.
         """
         return InMemoryDigits(self.images, self.labels, math.ceil(len(self.labels) / processes) * processes)
+
+    def to(self, device: torch.device) -> "InMemoryDigits":
+        return InMemoryDigits(self.images.to(device), self.labels.to(device), self.length, self.names)
 
 
 def keep_batch(batch: Any) -> Any:
@@ -91,8 +97,12 @@ class MNISTDataModule(LightningDataModule):
             batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
             number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
             metrics) rather than repeated, so every image counts exactly once.
-        num_workers: DataLoader worker processes. The data is already in memory, so 0 is fastest.
-        pin_memory: Pin batches in page-locked memory (useful on GPU only).
+        num_workers: DataLoader worker processes. The data is already in memory, so 0 is fastest; data on
+            a GPU (`on_device`) uses none.
+        pin_memory: Pin batches in page-locked memory, for a faster copy to a GPU (with ``on_device: false``).
+        on_device: Keep the data sets on the training device and slice each batch there: no copy from host
+            memory per batch, no worker process (MNIST is 55 MB). ``None``: on when the trainer runs on a GPU
+            (or another accelerator), off on a CPU.
         download: Download the files from torchvision's mirrors when they are not found in ``data_dir``.
         verify: Check shapes and MD5 against the official MNIST files. Turn off only to use other data
             in the same IDX layout.
@@ -110,6 +120,7 @@ class MNISTDataModule(LightningDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
+        on_device: Optional[bool] = None,
         download: bool = True,
         verify: bool = True,
         predict_images: Optional[Union[str, list[str]]] = None,
@@ -155,8 +166,22 @@ class MNISTDataModule(LightningDataModule):
             self.test_set = InMemoryDigits(*(self._prepared.pop("test", None) or self._load("test")))
         if stage in (None, "predict") and self.hparams.predict_images is not None and self.predict_set is None:
             self.predict_set = self._load_own_images()
+        self._move_to_data_device()
         if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
             self.save_hyperparameters({"global_batch_size": self.hparams.batch_size * self.trainer.world_size})
+
+    def data_device(self) -> torch.device:
+        """Where the data sets live: the trainer's device with `on_device` (the default on an accelerator)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on_device = self.hparams.on_device if self.hparams.on_device is not None else device.type != "cpu"
+        return device if on_device else torch.device("cpu")
+
+    def _move_to_data_device(self) -> None:
+        device = self.data_device()
+        for name in ("train_set", "val_set", "test_set", "predict_set"):
+            dataset = getattr(self, name)
+            if dataset is not None and dataset.images.device != device:
+                setattr(self, name, dataset.to(device))
 
     def _load(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         keys = [f"{part}_images", f"{part}_labels"]
@@ -234,9 +259,10 @@ class MNISTDataModule(LightningDataModule):
         processes = self.trainer.world_size if self.trainer is not None else 1
         if pad and processes > 1:
             dataset = dataset.padded_to_multiple_of(processes)
-        workers = self.hparams.num_workers
+        in_host_memory = dataset.images.device.type == "cpu"
+        workers = self.hparams.num_workers if in_host_memory else 0  # worker processes cannot share a GPU's memory
         common = dict(collate_fn=keep_batch, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=self.hparams.pin_memory)
+                      pin_memory=self.hparams.pin_memory and in_host_memory)
         if shuffle and processes == 1:
             # Shuffled by (seed, epoch) alone, so that resuming reproduces the batches; batches are tensor
             # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,

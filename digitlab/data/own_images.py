@@ -4,6 +4,9 @@ MNIST's own recipe (LeCun et al.): each digit was scaled, keeping its aspect rat
 placed in a 28×28 image so that its centre of mass (pixel intensities as weights) lies at the image's centre.
 `to_mnist` does the same to a picture of any size, colour or greyscale, dark on light or light on dark, and
 returns what `MNISTDataModule` holds for MNIST itself: uint8 ``[28, 28]``, white digit on black.
+
+Pillow and torchvision are imported by the functions that use them: every command but `digitlab report` imports
+this module (through `MNISTDataModule`), and only `digitlab predict` reads pictures.
 """
 
 from __future__ import annotations
@@ -11,15 +14,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms.v2.functional import resize
 
 from digitlab.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SIZE = 28  # MNIST images are SIZE × SIZE ...
 BOX = 20  # ... with the digit scaled to fit BOX × BOX, keeping its aspect ratio
@@ -87,6 +91,8 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     what is drawn on it (a black digit on a transparent canvas becomes black on white); the EXIF orientation
     of photos is applied; 16-bit pictures keep their full range.
     """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -129,6 +135,8 @@ def to_mnist(grey: torch.Tensor) -> torch.Tensor:
        so that its longer side is 20 pixels, and stretched again so that its brightest pixel is white.
     4. It is pasted into 28×28 so that its centre of mass is at MNIST's (14, 14), as far as the frame allows.
     """
+    from torchvision.transforms.v2.functional import resize
+
     if grey.ndim != 2 or grey.numel() == 0:
         raise ImageError(f"expected a non-empty 2-D picture, got shape {tuple(grey.shape)}")
     grey = grey.float()
@@ -175,6 +183,8 @@ def _background(grey: torch.Tensor) -> torch.Tensor:
     strokes, which are far narrower, and keeps the slowly varying background; it runs on a copy at most
     `SIZE` pixels on its shorter side, which is all a smooth background needs, and is scaled back up.
     """
+    from torchvision.transforms.v2.functional import resize
+
     height, width = grey.shape
     scale = min(1.0, SIZE / min(height, width))
     small = resize(grey[None, None], [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)

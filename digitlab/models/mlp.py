@@ -58,6 +58,7 @@ class ScratchMLP(DigitModel):
         lr_schedule: ``"constant"``, or ``"cosine"`` / ``"onecycle"`` over all training steps.
         gradient_clip_val: Clip the gradients' global norm to this value (``None``: no clipping).
         num_classes: Number of classes.
+        compile: Compile the model's call with ``torch.compile`` when a run starts.
     """
 
     def __init__(
@@ -71,8 +72,9 @@ class ScratchMLP(DigitModel):
         lr_schedule: Literal["constant", "cosine", "onecycle"] = "constant",
         gradient_clip_val: Optional[float] = None,
         num_classes: int = 10,
+        compile: bool = False,
     ) -> None:
-        super().__init__(num_classes=num_classes)
+        super().__init__(num_classes=num_classes, compile=compile)
         for name, value in (("lr", lr), ("hidden_size", hidden_size)):
             if value <= 0:
                 raise UserError(f"model.{name}={value} is not valid: expected a positive number.")
@@ -124,6 +126,6 @@ class ScratchMLP(DigitModel):
                                 gradient_clip_algorithm="norm")
         optimizer.step()
         self.lr_schedulers().step()
-        real_images = (targets != PAD_LABEL).sum().clamp(min=1)
-        per_image = loss.detach() / real_images if self.hparams.reduction == "sum" else loss.detach()
-        self.log_train_metrics(per_image, logits, targets)
+        if self.hparams.reduction == "sum":
+            loss = loss / (targets != PAD_LABEL).sum().clamp(min=1)  # logged per image, like every model
+        self.log_train_metrics(loss, logits, targets)
