@@ -211,6 +211,8 @@ def main() -> None:
               f"{seconds['floor'] / seconds['plain']:>11.2f} {ratio:>6.2f} {TARGETS[model]:>6.2f} "
               f"{images / seconds['digitlab']:>14.0f} {rss:>27} "
               f"{'/'.join(f'{loss[v]:.4f}' for v in VARIANTS):>26}")
+        print("         every run, s: " + "; ".join(
+            f"{v} " + " ".join(f"{r['seconds']:.3f}" for r in runs[v]) for v in VARIANTS))
     print("all targets met, losses match" if not failed else "NOT MET: a ratio above its target or losses differ")
 
 

@@ -19,7 +19,7 @@ RECIPES = {
     "lenet5": ("configs/lenet5.yaml", 0.9858, (), False),  # run to its early stop: the reference time
     "lenet5_fast": ("configs/lenet5_fast.yaml", 0.9858, (), True),
     "lenet5_fast_long": ("configs/lenet5_fast.yaml", 0.990,
-                         ("--trainer.max_epochs", "8", "--model.init_args.lr_scheduler.init_args.T_max", "8"), True),
+                         ("--trainer.max_epochs", "8", "--model.init_args.lr_scheduler.init_args.T_max", "8"), False),
     "mlp": ("configs/mlp.yaml", 0.97, (), True),
     "mlp_seed": ("configs/mlp_seed.yaml", 0.97, (), False),
 }

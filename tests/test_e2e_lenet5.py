@@ -26,6 +26,16 @@ def test_lenet5_config_beats_the_seed_and_logs_every_metric(tmp_path):
         assert logged.get(tag), f"{tag} missing from {sorted(logged)}"
     assert logged["test/acc"][-1] == pytest.approx(printed, abs=5e-5)
     assert logged["val/acc_best"][-1] == pytest.approx(max(logged["val/acc"]))
+    assert 0.97 < logged["train/acc"][-1] < 1 and 0 < logged["train/loss_epoch"][-1] < 0.1  # the last epoch's
     assert logged["hp_metric"][-1] == pytest.approx(printed, abs=5e-5)  # the real metric, not -1
     assert (run / "config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_lenet5_fast_recipe_beats_the_seed_in_two_epochs(tmp_path):
+    result = run_digitlab(
+        "fit", "--config", str(REPO / "configs/lenet5_fast.yaml"), "--data.data_dir", str(MNIST_DIR),
+        "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split("Test accuracy:")[1].split()[0]) >= SEED_ACCURACY
