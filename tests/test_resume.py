@@ -95,8 +95,10 @@ def test_killed_after_an_epoch_then_resumed_equals_the_uninterrupted_run(tmp_pat
                                                      (signal.SIGTERM, 143, "stopped by SIGTERM")])
 def test_ctrl_c_and_sigterm_save_last_and_stop_cleanly(tmp_path, setup, sent, exit_code, said):
     config, data = setup
-    without_last = tmp_path / "no-last.yaml"  # so that a last.ckpt can only come from the interruption
-    without_last.write_text(config.read_text().replace("save_last: true", "save_last: false"))
+    # No last.ckpt but the interruption's, and more epochs than the run can finish before the signal lands.
+    without_last = tmp_path / "no-last.yaml"
+    without_last.write_text(config.read_text().replace("save_last: true", "save_last: false")
+                            .replace("max_epochs: 4", "max_epochs: 1000"))
     process = start(tmp_path / "run", without_last, data)
     checkpoints = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints"
     wait_for(checkpoints / "epoch=0.ckpt", process)
