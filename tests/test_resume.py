@@ -49,7 +49,14 @@ def start(cwd: Path, config: Path, data: Path) -> subprocess.Popen:
     env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
     command = [str(Path(sys.executable).with_name("digitlab")), "fit", "--config", str(config),
                "--data.data_dir", str(data)]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_answer_ctrl_c)
+
+
+def _answer_ctrl_c() -> None:
+    # A shell's background job ignores SIGINT, and what it starts inherits that (a CI script run with `&`);
+    # a user's terminal does not: give the run Python's default Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
