@@ -44,13 +44,29 @@ def setup(tmp_path_factory):
     return config, data
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    """A test that fails while its run goes on (a signal not answered) must not leave that run training."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def start(cwd: Path, config: Path, data: Path) -> subprocess.Popen:
     cwd.mkdir()
     env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
     command = [str(Path(sys.executable).with_name("digitlab")), "fit", "--config", str(config),
                "--data.data_dir", str(data)]
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_answer_ctrl_c)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_answer_ctrl_c)
+    _started.append(process)
+    return process
 
 
 def _answer_ctrl_c() -> None:
