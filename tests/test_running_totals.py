@@ -4,7 +4,7 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL
 from digitlab.models.running_totals import RunningTotals
 
 

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digitlab.callbacks.context import step_outputs, tensorboard_writer
 from digitlab.callbacks.drawing import confusion_matrix_image
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL
 
 
 class ConfusionMatrix(Callback):

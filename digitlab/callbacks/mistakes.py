@@ -9,7 +9,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from digitlab.callbacks.context import step_outputs, tensorboard_writer
 from digitlab.callbacks.drawing import captioned_digits_image
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL
 
 
 class WorstMistakes(Callback):

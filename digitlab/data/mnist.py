@@ -13,6 +13,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from digitlab.batch import PAD_LABEL, UNKNOWN_LABEL
 from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
 from digitlab.data.idx import read_idx
 from digitlab.data.own_images import load_images
@@ -25,8 +26,6 @@ warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the 
 # ...and that an empty list of validation loaders may be a mistake; here it means `val_split: 0`.
 warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
 
-PAD_LABEL = -100  # PyTorch's default ignore_index: cross-entropy and the metrics skip these samples
-UNKNOWN_LABEL = -1  # the label of your own pictures (`predict_images`): the digit is what is predicted
 
 
 class InMemoryDigits(Dataset):

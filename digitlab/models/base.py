@@ -13,11 +13,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable, instan
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
 from digitlab.models.running_totals import RunningTotals
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class DigitModel(LightningModule, metaclass=ABCMeta):

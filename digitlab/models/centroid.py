@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
-from digitlab.models.base import Batch, DigitModel
+from digitlab.models.base import DigitModel
 from digitlab.registry import register_model
 
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, OneCycleLR
 
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
-from digitlab.models.base import Batch, DigitModel
+from digitlab.models.base import DigitModel
 from digitlab.registry import register_model
 
 

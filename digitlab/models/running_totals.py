@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torchmetrics import MeanMetric
 
-from digitlab.data.mnist import PAD_LABEL
+from digitlab.batch import PAD_LABEL
 
 
 class RunningTotals:
