@@ -1,13 +1,16 @@
-"""The `digitlab` command: `fit|validate|test|predict` (LightningCLI, in `digitlab.trainer_cli`), `models` and
-`report`, with clear user errors. Each command imports only what it needs: `report` reads logs without Lightning."""
+"""The `digitlab` command: its subcommands (`SUBCOMMANDS`), each run by a function imported only when it runs,
+and user errors printed as one paragraph. `digitlab --help` and `report` need no Lightning."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
 import inspect
 import sys
 import warnings
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from digitlab.errors import PluginWarning, SkippedFileWarning, UserError
 
@@ -65,6 +68,9 @@ def print_models(verbose: bool = False) -> None:
 
 def models_command(args: list[str]) -> None:
     """`digitlab models [--verbose]`."""
+    import digitlab.registry  # noqa: F401  (the models, and so Lightning: seconds to import)
+
+    _use_warning_format()  # again: Lightning's import put its own format in place
     parser = argparse.ArgumentParser(
         prog="digitlab models",
         description="List the registered models: built-in ones and those of installed plugins (entry-point "
@@ -91,23 +97,57 @@ def _use_warning_format() -> None:
         _other_format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
 
 
+@dataclass(frozen=True)
+class Subcommand:
+    """One `digitlab` subcommand: what it does, and the function (``module:function``) that runs it.
+
+    The function gets the arguments after the subcommand's name, or the whole argument list with
+    `whole_argv` (LightningCLI parses the subcommand itself). Modules are imported only when their subcommand
+    runs, so `digitlab --help` needs neither Lightning nor torch.
+    """
+
+    summary: str
+    target: str
+    whole_argv: bool = False
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "fit": Subcommand("train a model, then test its best checkpoint", "digitlab.trainer_cli:run", True),
+    "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.trainer_cli:run", True),
+    "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.trainer_cli:run", True),
+    "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.trainer_cli:run", True),
+    "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
+    "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
+                         "digitlab.report:report_command"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: digitlab SUBCOMMAND [OPTIONS]", "", "Handwritten-digit classifiers on MNIST with PyTorch "
+             "Lightning.", "", "subcommands:"]
+    lines += [f"  {name:<{width}}  {command.summary}" for name, command in SUBCOMMANDS.items()]
+    lines += ["", "`digitlab SUBCOMMAND --help` shows a subcommand's options. Start with "
+              "`digitlab fit --config configs/lenet5.yaml`."]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args[:1] == ["report"]:  # reads logs and checkpoints: needs neither Lightning nor the models
-            from digitlab.report import report_command
-
-            report_command(args[1:])
+        if not args or args[0] in ("-h", "--help"):
+            print(usage())
             return
-        import digitlab.registry  # noqa: F401  (the models, and so Lightning: seconds to import)
-
-        _use_warning_format()
-        if args[:1] == ["models"]:
-            models_command(args[1:])
-            return
-        from digitlab import trainer_cli
-
-        trainer_cli.run(argv)
+        command = SUBCOMMANDS.get(args[0])
+        if command is None:
+            close = difflib.get_close_matches(args[0], list(SUBCOMMANDS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
+                            f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
+        module_name, _, function_name = command.target.partition(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        _use_warning_format()  # after the import, which may have brought Lightning and its warning format
+        function(args if command.whole_argv else args[1:])
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:

@@ -1,5 +1,7 @@
 """The `digitlab` entry point, run as a user runs it, on tiny synthetic data."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,19 @@ def test_corrupt_data_file_is_named(tmp_path, synthetic_mnist):
                           cwd=tmp_path)
     assert_user_error(result, str(damaged), "truncated")
     assert not Path(tmp_path / "lightning_logs" / "version_0" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], []])
+def test_help_lists_every_subcommand_without_importing_torch(tmp_path, args):
+    code = "import sys; from digitlab.cli import main; main(sys.argv[1:]); print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    from digitlab.cli import SUBCOMMANDS
+
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(SUBCOMMANDS) >= {"fit", "validate", "test", "predict", "models", "report"}
+    assert result.stdout.rstrip().endswith("[]")  # neither torch nor Lightning was imported
+
+
+def test_an_unknown_subcommand_names_the_closest(tmp_path):
+    assert_user_error(run_digitlab("fitt", cwd=tmp_path), "'fitt' is not a digitlab subcommand", "Did you mean 'fit'")
