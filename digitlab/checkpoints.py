@@ -9,18 +9,22 @@ from typing import Any, Optional
 import torch
 
 from digitlab.errors import UserError
+from digitlab.model_arguments import init_arguments
 
 LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # resolved by Lightning itself
 
 
 def logs_root(trainer_config: Any) -> Path:
-    """The folder holding the runs (``version_N``) for a trainer config: default ``./lightning_logs``."""
-    root = Path(trainer_config.get("default_root_dir") or ".")
-    logger = trainer_config.get("logger")
-    if isinstance(logger, dict) or hasattr(logger, "get"):
-        init_args = logger.get("init_args") or {}
-        return Path(init_args.get("save_dir") or root) / (init_args.get("name") or "lightning_logs")
-    return root / "lightning_logs"
+    """The folder holding the runs (``version_N``) for a trainer config: default ``./lightning_logs``; with
+    loggers configured, the first file logger's ``save_dir/name``."""
+    from digitlab.loggers import logger_specs
+
+    default_root_dir = str(trainer_config.get("default_root_dir") or ".")
+    for spec in logger_specs(trainer_config.get("logger"), default_root_dir):
+        init_args = spec.get("init_args") or {}
+        if "save_dir" in init_args:
+            return Path(init_args["save_dir"] or default_root_dir) / (init_args.get("name", "lightning_logs") or "")
+    return Path(default_root_dir) / "lightning_logs"
 
 
 def newest_last_checkpoint(root: Path) -> Path:
@@ -40,7 +44,13 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
         return ckpt_path
     if ckpt_path == "last":
         return str(newest_last_checkpoint(logs_root(trainer_config)))
-    if not Path(ckpt_path).is_file():
+    path = Path(ckpt_path)
+    if path.is_dir():
+        found = sorted(path.glob("**/*.ckpt"))
+        hint = f" It holds {len(found)} checkpoint(s), e.g. {found[0]}." if found else ""
+        raise UserError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file.{hint} Give the path of one "
+                        "checkpoint file, or `--ckpt_path last` for the newest last.ckpt.")
+    if not path.is_file():
         raise UserError(
             f"--ckpt_path {ckpt_path}: no such file. Checkpoints are in lightning_logs/version_N/checkpoints/; "
             "`--ckpt_path last` picks the newest last.ckpt."
@@ -48,10 +58,10 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
     return ckpt_path
 
 
-def check_model(ckpt_path: str, class_path: Optional[str], weights_only: Optional[bool]) -> None:
-    """Refuse a checkpoint that is not a checkpoint, or that holds another model than the config names."""
+def load(ckpt_path: str, weights_only: Optional[bool]) -> dict[str, Any]:
+    """Read a Lightning checkpoint, weights-only unless `weights_only` is False; refuse anything else."""
     try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only is not False)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only is not False, mmap=True)
     except pickle.UnpicklingError as error:
         raise UserError(
             f"--ckpt_path {ckpt_path}: weights-only loading refuses it ({str(error).splitlines()[0]}). It holds "
@@ -59,12 +69,87 @@ def check_model(ckpt_path: str, class_path: Optional[str], weights_only: Optiona
             "`--weights_only false`."
         ) from None
     except Exception as error:
-        raise UserError(f"--ckpt_path {ckpt_path} is not a readable checkpoint: {type(error).__name__}: {error}")
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"--ckpt_path {ckpt_path} is not a readable checkpoint: {type(error).__name__}: "
+                        f"{str(error)[:300]}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict).")
-    saved = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if class_path and saved and saved != class_path:
+    if "pytorch-lightning_version" not in checkpoint:
         raise UserError(
-            f"--ckpt_path {ckpt_path} holds a {saved} model, but the config asks for {class_path}. Use the "
+            f"--ckpt_path {ckpt_path} holds a state_dict but is not a Lightning checkpoint (no "
+            "pytorch-lightning_version): it was not written by a Lightning Trainer. Use a checkpoint from a run's "
+            "checkpoints/ folder."
+        )
+    return checkpoint
+
+
+def model_hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], model_class: type) -> dict[str, Any]:
+    """The checkpoint's model hyperparameters, checked to be safe and to fit `model_class` (the configured
+    model): ``{class_path, init_args}`` for the config, or ``{}`` when the checkpoint has none.
+
+    A checkpoint is data, never code: LightningCLI would merge its hyperparameters into the config, and
+    jsonargparse imports every class path it meets, so a checkpoint could name any module to import. Here
+    the model's class path must be the configured model's, and every other class path (optimizers,
+    schedulers) must come from `torch.optim`.
+    """
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    saved_class = hparams.pop("_class_path", None)
+    class_path = f"{model_class.__module__}.{model_class.__qualname__}"
+    if saved_class is not None and saved_class != class_path:
+        raise UserError(
+            f"--ckpt_path {ckpt_path} holds a {saved_class} model, but the config asks for {class_path}. Use the "
             "config the checkpoint was trained with (its run folder has it as config.yaml), or another checkpoint."
         )
+    for name, value in hparams.items():
+        for named in _class_paths(value):
+            if not named.startswith(SAFE_CLASS_PATH_PREFIX):
+                raise UserError(
+                    f"--ckpt_path {ckpt_path}: its hyperparameter '{name}' names the class {named}, and digitlab "
+                    f"imports no class a checkpoint names unless it comes from {SAFE_CLASS_PATH_PREFIX.rstrip('.')} "
+                    "(a checkpoint is data, not code). Use a checkpoint written by digitlab."
+                )
+    accepted = {parameter.name for parameter in init_arguments(model_class)}
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise UserError(
+            f"--ckpt_path {ckpt_path} has the hyperparameter(s) {', '.join(unknown)}, which {model_class.__name__} "
+            "does not take: it was written by another version of the model. Use a checkpoint of this version."
+        )
+    return {"class_path": class_path, "init_args": hparams} if hparams else {}
+
+
+def check_fits(ckpt_path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
+    """Refuse a checkpoint whose weights do not have the names and shapes of `model`'s."""
+    saved = {key: tuple(value.shape) for key, value in checkpoint["state_dict"].items() if hasattr(value, "shape")}
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = []
+    if missing := sorted(expected.keys() - saved.keys()):
+        problems.append(f"missing {_few(missing)}")
+    if unexpected := sorted(saved.keys() - expected.keys()):
+        problems.append(f"unexpected {_few(unexpected)}")
+    if resized := sorted(k for k in expected.keys() & saved.keys() if expected[k] != saved[k]):
+        problems.append("other shapes for " + _few([f"{k} {saved[k]} (expected {expected[k]})" for k in resized]))
+    if problems:
+        raise UserError(
+            f"--ckpt_path {ckpt_path} does not hold weights of the configured {type(model).__name__}: "
+            f"{'; '.join(problems)}. Use the config the checkpoint was trained with (its run folder has it as "
+            "config.yaml), or another checkpoint."
+        )
+
+
+SAFE_CLASS_PATH_PREFIX = "torch.optim."
+
+
+def _class_paths(value: Any) -> list[str]:
+    """Every ``class_path`` inside a (nested) hyperparameter value."""
+    if isinstance(value, dict):
+        own = [str(value["class_path"])] if "class_path" in value else []
+        return own + [path for item in value.values() for path in _class_paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in _class_paths(item)]
+    return []
+
+
+def _few(items: list[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more

@@ -13,24 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.errors import PluginWarning, SkippedFileWarning, UserError
-
-
-def init_arguments(cls: type) -> list[inspect.Parameter]:
-    """The keyword arguments `cls(...)` accepts: its `__init__`'s and, through ``**kwargs``, its bases' up to
-    `DigitModel` (a subclass's own argument wins over a base's of the same name)."""
-    from digitlab.models import DigitModel
-
-    arguments: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]  # without self
-        for parameter in parameters:
-            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
-                arguments.setdefault(parameter.name, parameter)
-        if klass is DigitModel or all(p.kind is not p.VAR_KEYWORD for p in parameters):
-            break
-    return list(arguments.values())
+from digitlab.model_arguments import init_arguments
 
 
 def format_argument(parameter: inspect.Parameter) -> str:
@@ -152,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         user_error = _user_error(error)
         if user_error is None:
             raise
-        print(f"digitlab: error: {user_error}", file=sys.stderr)
+        print(f"digitlab: {user_error.label}: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
 
 

@@ -5,6 +5,7 @@ class UserError(Exception):
     """A mistake in the user's input (path, file, name, value). The CLI prints it and exits with code 2."""
 
     exit_code = 2
+    label = "error"  # the word after "digitlab:" when the CLI prints it
 
 
 class DataError(UserError):
@@ -34,3 +35,19 @@ class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; the run stopped without saving the broken weights."""
 
     exit_code = 1
+
+
+class CheckpointNotWritten(UserError):
+    """A checkpoint could not be written (a full disk, no permission); the previous one is unchanged."""
+
+    exit_code = 1
+
+
+class Stopped(UserError):
+    """A run stopped by Ctrl-C or SIGTERM after its current batch; the message says what was saved."""
+
+    label = "stopped"
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

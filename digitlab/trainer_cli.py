@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -10,21 +11,28 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Optional
 
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab import checkpoints
-from digitlab.callbacks import PredictionWriter, default_callbacks, picture_callbacks
+from digitlab.callbacks import ModelCheckpoint, PredictionWriter, SaveOnInterrupt, default_callbacks, picture_callbacks
+from digitlab.checkpoint_io import AtomicCheckpointIO
 from digitlab.data import MNISTDataModule
-from digitlab.errors import UserError
+from digitlab.errors import Stopped, UserError
+from digitlab.loggers import build_loggers, logger_specs, writes_run_folder
 from digitlab.model_names import YAML_MODE, register_yaml_loader, rewrite_model_args
 from digitlab.models import DigitModel
 from digitlab.parse_errors import explain
-from digitlab.registry import discover_models
+from digitlab.registry import discover_models, model_entries
+from digitlab.run_folders import EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, release_if_empty, run_folder_of
 
+MIN_CPU_PROCESSES = 4  # DDP on CPU processes is allowed up to max(this, the number of cores)
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 EPILOG = (
     "Run `digitlab models` to list the models, `digitlab report` to compare the runs in lightning_logs, "
@@ -38,16 +46,22 @@ class DigitLabCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, **kwargs: Any) -> None:
         discover_models()  # plugins must be imported before the parser lists DigitModel's subclasses
         register_yaml_loader()
-        super().__init__(
-            DigitModel,
-            MNISTDataModule,
-            subclass_mode_model=True,
-            # Each model owns its optimizer argument; a global --optimizer would silently override it.
-            auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": default_callbacks()},
-            args=args,
-            **kwargs,
-        )
+        self.run_folder: Optional[Path] = None  # claimed when the trainer is made
+        self.checkpoint: Optional[dict[str, Any]] = None  # --ckpt_path's content, until checked against the model
+        try:
+            super().__init__(
+                DigitModel,
+                MNISTDataModule,
+                subclass_mode_model=True,
+                # Each model owns its optimizer argument; a global --optimizer would silently override it.
+                auto_configure_optimizers=False,
+                trainer_defaults={"callbacks": default_callbacks()},
+                args=args,
+                **kwargs,
+            )
+        except BaseException:
+            release_if_empty(self.run_folder)  # a command that failed before its run began leaves no folder
+            raise
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("parser_mode", YAML_MODE)
@@ -58,7 +72,7 @@ class DigitLabCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         if args is not None and not isinstance(args, list):  # a dict or Namespace: no names to rewrite
             return super().parse_arguments(parser, args)
-        args = rewrite_model_args(sys.argv[1:] if args is None else args)
+        args = with_run_config(rewrite_model_args(sys.argv[1:] if args is None else args))
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as error:
@@ -67,19 +81,44 @@ class DigitLabCLI(LightningCLI):
             raise UserError(explain(error, sub_parser, subcommand, args)) from None
 
     def _parse_ckpt_path(self) -> None:
-        # Before LightningCLI reads the checkpoint's hyperparameters into the config (which would silently
-        # swap the model for the checkpoint's): resolve `last`, refuse a missing file or another model.
+        # Instead of LightningCLI's, which reads a checkpoint's hyperparameters into the config unchecked (a
+        # checkpoint could name a module to import, or silently swap the model): resolve `last`, read the
+        # checkpoint once, refuse another model or foreign class paths, then merge what is left.
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            config = self.config[subcommand]
-            config.ckpt_path = checkpoints.resolve(config.get("ckpt_path"), config.trainer)
-            if config.ckpt_path and config.ckpt_path not in checkpoints.LIGHTNING_KEYWORDS:
-                model = config.get("model")
-                class_path = model.get("class_path") if hasattr(model, "get") else None
-                checkpoints.check_model(config.ckpt_path, class_path, config.get("weights_only"))
-        super()._parse_ckpt_path()
+        config = self.config[subcommand] if subcommand else None
+        self.checkpoint = None
+        if config is None:
+            return
+        config.ckpt_path = checkpoints.resolve(config.get("ckpt_path"), config.trainer)
+        if not config.ckpt_path or config.ckpt_path in checkpoints.LIGHTNING_KEYWORDS:
+            return
+        self.checkpoint = checkpoints.load(config.ckpt_path, config.get("weights_only"))
+        if subcommand == "fit" and "optimizer_states" not in self.checkpoint:
+            raise UserError(
+                f"--ckpt_path {config.ckpt_path} holds weights only (saved with save_weights_only), so training "
+                "cannot resume from it. Use it with validate, test or predict, or resume from a full checkpoint."
+            )
+        model_class = _model_class(config.model)
+        hyperparameters = checkpoints.model_hyperparameters(config.ckpt_path, self.checkpoint, model_class)
+        if hyperparameters:
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": hyperparameters}}, self.config)
+            except (ArgumentError, SystemExit) as error:
+                raise UserError(f"--ckpt_path {config.ckpt_path}: its hyperparameters do not fit "
+                                f"{model_class.__name__}: {str(error)[:500]}") from None
+
+    def _check_checkpoint_fits(self) -> None:
+        if self.checkpoint is not None:
+            checkpoints.check_fits(self.config[self.subcommand].ckpt_path, self.checkpoint, self.model)
+            self.checkpoint = None  # Lightning reads the file again itself: do not hold two copies
+
+    before_fit = before_validate = before_test = before_predict = _check_checkpoint_fits
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self.config[self.subcommand]
+        if "logger" not in kwargs and not config.trainer.get("fast_dev_run"):
+            kwargs["logger"] = self._run_loggers(config)
+        kwargs.setdefault("plugins", _with_atomic_checkpoints(self.config_init[self.subcommand].trainer.get("plugins")))
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:
@@ -87,8 +126,31 @@ class DigitLabCLI(LightningCLI):
                 f"The trainer settings cannot run on this machine: {error} Check trainer.accelerator and "
                 "trainer.devices (`--config configs/trainer/cpu.yaml` runs anywhere)."
             ) from None
+        _refuse_too_many_processes(trainer)
         self._refuse_existing_run_folder(trainer)
         return trainer
+
+    def _run_loggers(self, config: Any) -> Any:
+        """The loggers, all file loggers writing into one run folder claimed for this run: a new
+        ``version_N`` for `fit`; for an evaluation of a run's checkpoint, ``validate_K``, ``test_K`` or
+        ``predict_K`` inside that run's folder (elsewhere, beside the runs)."""
+        specs = logger_specs(config.trainer.get("logger"), str(config.trainer.get("default_root_dir") or "."))
+        if not specs:
+            return False
+        if any(writes_run_folder(spec) for spec in specs):
+            root, prefix = checkpoints.logs_root(config.trainer), RUN_PREFIX
+            if self.subcommand in EVALUATION_SUBCOMMANDS:
+                ckpt_path = config.get("ckpt_path")
+                root = (run_folder_of(ckpt_path) if ckpt_path else None) or root
+                prefix = f"{self.subcommand}_"
+            self.run_folder = claim(root, prefix)
+        return build_loggers(specs, self.run_folder, model_name(config.model))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            raise _stopped(self.trainer, subcommand) from None
 
     def _refuse_existing_run_folder(self, trainer: Trainer) -> None:
         if os.environ.get("SLURM_RESTART_COUNT"):  # a requeued SLURM job resumes in its own folder on purpose
@@ -116,21 +178,22 @@ class DigitLabCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         # Checkpoints load weights-only (no code runs on load); `--weights_only false` is the explicit opt-out.
         parser.set_defaults(weights_only=True)
-        if subcommand == "fit":
-            parser.add_argument(
-                "--test_after_fit",
-                type=bool,
-                default=True,
-                help="After fitting, evaluate the best checkpoint (or the final weights) on the test set.",
-            )
-        if subcommand in ("fit", "validate", "test"):
-            parser.add_argument(
-                "--pictures",
-                type=bool,
-                default=True,
-                help="Log TensorBoard pictures: class examples and means, confusion matrices, worst mistakes "
-                "(and per-class test accuracies).",
-            )
+        # Every subcommand takes the options of the others' configs, so that a run's config.yaml works with
+        # all of them (`digitlab test --config lightning_logs/version_0/config.yaml`); unused ones are ignored.
+        ignored = "" if subcommand == "fit" else " (Used by `fit` only.)"
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fitting, evaluate the best checkpoint (or the final weights) on the test set." + ignored,
+        )
+        parser.add_argument(
+            "--pictures",
+            type=bool,
+            default=True,
+            help="Log TensorBoard pictures: class examples and means, confusion matrices, worst mistakes (and "
+            "per-class test accuracies)." + (" (Not used by `predict`.)" if subcommand == "predict" else ""),
+        )
         if subcommand == "predict":  # the table of predictions, and `--predictions.csv FILE`
             parser.add_lightning_class_args(PredictionWriter, "predictions")
         return parser
@@ -141,9 +204,12 @@ class DigitLabCLI(LightningCLI):
         extra = []  # trainer_defaults' callbacks join the config's own
         if subcommand and config.get("pictures"):
             extra += picture_callbacks()
-        if config.trainer.get("enable_progress_bar") is not False and not _configures_progress_bar(config):
+        if config.trainer.get("enable_progress_bar") is not False and not _configures(config, "ProgressBar"):
             # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
             extra.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        if config.trainer.get("enable_checkpointing") is not False and not _configures(config, "ModelCheckpoint"):
+            # Instead of Lightning's default (the newest epoch's weights): last.ckpt after every epoch.
+            extra.append(ModelCheckpoint(save_top_k=0, save_last=True))
         callbacks = self.trainer_defaults.get("callbacks", [])
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*callbacks, *extra]}
 
@@ -161,14 +227,92 @@ class DigitLabCLI(LightningCLI):
             print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
 
 
+def _model_class(model_config: Any) -> type:
+    """The configured model's class (the config, not a checkpoint, names it: importing it is the user's choice)."""
+    module, _, name = model_config.class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def model_name(model_config: Any) -> Optional[str]:
+    """The registry name of the configured model (its class name if it is not registered)."""
+    class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
+    if not class_path:
+        return None
+    names = {entry.class_path: entry.name for entry in model_entries()}
+    return names.get(class_path, class_path.rsplit(".", 1)[-1])
+
+
+def _stopped(trainer: Trainer, subcommand: str) -> Stopped:
+    """What a SIGINT/SIGTERM stop did, as the message `digitlab` prints (exit code 130 or 143)."""
+    stop = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+    signal_name = (stop.signal_name if stop else None) or "SIGTERM"
+    if stop is not None and stop.saved is not None:
+        what = (f"at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {stop.saved}. Resume with "
+                "`digitlab fit --config ... --ckpt_path last`.")
+    elif trainer.state.fn == TrainerFn.TESTING and subcommand == "fit":
+        what = ("during the test after fit. Training had finished and its checkpoints are in place: "
+                "`digitlab test --ckpt_path ...` tests one again.")
+    elif subcommand == "fit":
+        what = "before training started (or with no checkpoint callback): no checkpoint was saved."
+    else:
+        what = f"during `{subcommand}`, which saves no checkpoint: run it again."
+    return Stopped(f"by {signal_name} {what}", exit_code=130 if signal_name.startswith("Ctrl-C") else 143)
+
+
+def _refuse_too_many_processes(trainer: Trainer) -> None:
+    """CPU "devices" are processes, each holding a copy of the model and data: a typo such as 64 would start
+    64 of them and exhaust the machine's memory. A few more than the cores is fine for trying DDP out."""
+    limit = max(MIN_CPU_PROCESSES, os.cpu_count() or 1)
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > limit:
+        raise UserError(
+            f"trainer.devices={trainer.num_devices} on the CPU would start {trainer.num_devices} processes per node, "
+            f"more than this machine can hold (at most {limit}: its {os.cpu_count()} cores, or {MIN_CPU_PROCESSES}). "
+            "Use fewer devices (`--config configs/trainer/cpu_ddp.yaml` runs 2), or run on GPUs."
+        )
+
+
+def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The configured trainer plugins, with `AtomicCheckpointIO` unless one of them writes checkpoints."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def with_run_config(args: list[str]) -> list[str]:
+    """`args`, plus ``--config RUN/config.yaml`` when an evaluation names a run's checkpoint and no config:
+    ``digitlab test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt`` tests it as it was trained."""
+    if not args or args[0] not in EVALUATION_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=")
+                                                                for a in args):
+        return args
+    ckpt_path = _option(args, "--ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = str(checkpoints.newest_last_checkpoint(Path("lightning_logs")))
+    run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
+    if run is None or not (run / "config.yaml").is_file():
+        return args
+    print(f"digitlab: using the run's config, {run / 'config.yaml'}", file=sys.stderr)
+    return [args[0], "--config", str(run / "config.yaml"), *args[1:]]
+
+
+def _option(args: list[str], name: str) -> Optional[str]:
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def _configures_progress_bar(config: Any) -> bool:
+def _configures(config: Any, class_name: str) -> bool:
+    """Whether the config's trainer callbacks include one whose class path contains `class_name`."""
     callbacks = config.trainer.get("callbacks") or []
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
-    return any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks)
+    return any(class_name in str(getattr(c, "class_path", c)) for c in callbacks)
 
 
 def _quiet_lightning_notices() -> None:
@@ -176,6 +320,8 @@ def _quiet_lightning_notices() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.14
     # Lightning's all_gather (the mistakes picture under DDP) vs torch 2.14:
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    # jsonargparse vs LightningCLI's own calls (nothing a user can change):
+    warnings.filterwarnings("ignore", message=r"\s*skip_none parameter was deprecated")
     for handler in logging.getLogger("lightning.pytorch").handlers:
         handler.addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
 
@@ -183,8 +329,4 @@ def _quiet_lightning_notices() -> None:
 def run(args: Optional[list[str]] = None) -> None:
     """`digitlab fit|validate|test|predict ARGS` (`sys.argv` when None), for `digitlab.cli.main`."""
     _quiet_lightning_notices()
-    try:
-        DigitLabCLI(args=args)
-    except SIGTERMException:
-        print("digitlab: stopped by SIGTERM (last.ckpt saved; resume with `--ckpt_path last`).", file=sys.stderr)
-        sys.exit(143)
+    DigitLabCLI(args=args)

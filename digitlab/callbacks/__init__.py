@@ -2,6 +2,7 @@
 
 from lightning.pytorch.callbacks import Callback
 
+from digitlab.callbacks.checkpoint import ModelCheckpoint
 from digitlab.callbacks.class_means import ClassMeans
 from digitlab.callbacks.confusion import ConfusionMatrix
 from digitlab.callbacks.examples import ClassExamples
@@ -26,6 +27,7 @@ __all__ = [
     "ClassExamples",
     "ClassMeans",
     "ConfusionMatrix",
+    "ModelCheckpoint",
     "PredictionWriter",
     "SaveOnInterrupt",
     "StopOnNonFiniteLoss",

@@ -1,32 +1,81 @@
-"""Save `last.ckpt` when a run is stopped with Ctrl-C or SIGTERM, so that it can be resumed."""
+"""Ctrl-C and SIGTERM stop a run after the current batch; a fit saves `last.ckpt` first, so that it resumes."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
+from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 
 
 class SaveOnInterrupt(Callback):
-    """On Ctrl-C (KeyboardInterrupt) or SIGTERM during fit, write ``last.ckpt`` next to the other checkpoints.
+    """Stop cleanly on Ctrl-C (SIGINT) or SIGTERM, and make the stopped fit resumable with ``--ckpt_path last``.
 
-    Lightning stops after the current batch and calls this hook; the checkpoint is written atomically
-    (a temporary file, then a rename), so a second interruption cannot leave a corrupt ``last.ckpt``.
-    Resume with ``digitlab fit --config ... --ckpt_path last``.
+    Lightning finishes the current batch on SIGTERM; Ctrl-C is made to do the same (Python would otherwise
+    raise KeyboardInterrupt wherever it is, perhaps halfway through an optimizer step). A second Ctrl-C
+    stops at once, saving nothing. While fitting, ``last.ckpt`` is then written next to the other
+    checkpoints (atomically, by the run's checkpoint writer). A stop during validation saves the state
+    "training epoch done, validation not started": Lightning cannot resume a validation halfway (the
+    metrics of the batches already seen are not in a checkpoint), so the resumed run validates that epoch
+    again from its first batch.
+
+    After the stop, `signal_name` names the signal and `saved` the checkpoint written (None if none).
     """
 
+    def __init__(self) -> None:
+        self.signal_name: Optional[str] = None
+        self.saved: Optional[Path] = None
+        self._previous_handler: Any = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.signal_name, self.saved = None, None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread
+
+        def stop_after_this_batch(signum: int, frame: Any) -> None:
+            if self.signal_name is not None:  # the second Ctrl-C: stop now
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self.signal_name = "Ctrl-C (SIGINT)"
+            trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM handler sets
+
+        self._previous_handler = signal.signal(signal.SIGINT, stop_after_this_batch)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != TrainerFn.FITTING:
+        if not isinstance(exception, SIGTERMException):
             return
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is None or checkpoint.dirpath is None or trainer.sanity_checking:
+        self.signal_name = self.signal_name or "SIGTERM"
+        checkpoint_callback = trainer.checkpoint_callback
+        if (trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or checkpoint_callback is None
+                or checkpoint_callback.dirpath is None):
             return
-        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
-        rank_zero_info(
-            f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}. "
-            "Resume with `--ckpt_path last`."
-        )
+        path = Path(checkpoint_callback.dirpath) / f"{checkpoint_callback.CHECKPOINT_NAME_LAST}.ckpt"
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        if trainer.state.stage == RunningStage.VALIDATING:
+            _validation_not_started(checkpoint)
+        trainer.strategy.save_checkpoint(checkpoint, path)
+        trainer.strategy.barrier("digitlab_save_on_interrupt")
+        self.saved = path
+
+
+def _validation_not_started(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint taken halfway through the epoch's validation resume at that validation's start.
+
+    Lightning reruns a validation it finds "started, no batch processed" (its restart stage "mid
+    evaluation") from the first batch; counts of batches already validated would make it skip them instead.
+    """
+    progress = checkpoint["loops"]["fit_loop"][VAL_PROGRESS]
+    for counts in (progress["total"], progress["current"]):
+        counts.update(ready=1, started=1, processed=0, completed=0)
+    progress["is_last_batch"] = False

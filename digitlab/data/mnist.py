@@ -17,7 +17,7 @@ from digitlab.batch import PAD_LABEL, UNKNOWN_LABEL
 from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
 from digitlab.data.idx import read_idx
 from digitlab.data.own_images import load_images
-from digitlab.data.sampling import EpochShuffle, TensorBatches
+from digitlab.data.sampling import EpochShuffle, ResumableLoader, TensorBatches
 from digitlab.errors import SkippedFileWarning, UserError
 
 
@@ -138,14 +138,16 @@ class MNISTDataModule(LightningDataModule):
         self.predict_set: Optional[InMemoryDigits] = None
         # What prepare_data read and verified, kept for setup in the same process instead of reading it again.
         self._prepared: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prepared_pictures: Optional[InMemoryDigits] = None
 
     @property
     def num_classes(self) -> int:
         return 10
 
     def prepare_data(self) -> None:
-        if self._predicts_own_images():
-            return  # nothing to download or verify
+        if self._predicts_own_images():  # no MNIST file needed; the pictures are checked before the run starts
+            self._prepared_pictures = self._load_own_images()
+            return
         # Runs on one process per node: find or download, then verify, so that no rank races a download.
         # It also checks the split, before Lightning creates the run's folder. Only the files that the
         # running stage uses are needed (testing needs no training files).
@@ -164,7 +166,8 @@ class MNISTDataModule(LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None and not self._predicts_own_images(stage):
             self.test_set = InMemoryDigits(*(self._prepared.pop("test", None) or self._load("test")))
         if stage in (None, "predict") and self.hparams.predict_images is not None and self.predict_set is None:
-            self.predict_set = self._load_own_images()
+            self.predict_set = self._prepared_pictures or self._load_own_images()
+            self._prepared_pictures = None
         self._move_to_data_device()
         if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
             self.save_hyperparameters({"global_batch_size": self.hparams.batch_size * self.trainer.world_size})
@@ -267,7 +270,10 @@ class MNISTDataModule(LightningDataModule):
             # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,
             # which is seeded by (seed, epoch) as well.
             batches = TensorBatches(EpochShuffle(len(dataset), self.hparams.seed), self.hparams.batch_size)
-            return DataLoader(dataset, batch_sampler=batches, **common)
+            loader = ResumableLoader(dataset, batch_sampler=batches, **common)
+            if self.trainer is not None:
+                loader.batches_done = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            return loader
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, **common)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,9 @@ from digitlab.errors import UserError
 from digitlab.models.running_totals import RunningTotals
 
 
+RUN_STATE_KEY = "digitlab_run_state"  # in checkpoints: the best val/acc so far and the epoch's training totals
+
+
 class DigitModel(LightningModule, metaclass=ABCMeta):
     """Base class of all digit classifiers. Subclasses define layers and `forward`; the rest is here.
 
@@ -62,6 +65,7 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self._train_totals = RunningTotals()
         self.val_images, self.test_images = SumMetric(), SumMetric()
         self.val_acc_best = MaxMetric()
+        self._resumed_best: Optional[torch.Tensor] = None
 
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,6 +161,23 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
     def on_train_start(self) -> None:
         # The sanity check's validation must not count as the best epoch.
         self.val_acc_best.reset()
+        if self._resumed_best is not None:  # the best of the epochs before an interruption
+            self.val_acc_best(self._resumed_best.to(self.device))
+            self._resumed_best = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Metric states are not part of the state_dict: keep what a resumed run needs to log the same numbers.
+        best = self.val_acc_best.max_value
+        checkpoint[RUN_STATE_KEY] = {
+            "val_acc_best": best.detach().cpu() if bool(torch.isfinite(best)) else None,
+            "train_totals": None if self._train_totals.sums is None else self._train_totals.sums.detach().cpu(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(RUN_STATE_KEY) or {}
+        self._resumed_best = state.get("val_acc_best")
+        totals = state.get("train_totals")
+        self._train_totals.sums = None if totals is None else totals.to(self.device)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

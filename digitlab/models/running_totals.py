@@ -29,7 +29,8 @@ class RunningTotals:
         images = (targets != PAD_LABEL).sum()
         correct = (logits.argmax(dim=1) == targets).sum()  # a padding label never equals a class
         step = torch.stack((correct.float(), loss.float() * images, images.float()))
-        self.sums = step if self.sums is None else self.sums.add_(step)
+        # .to: a no-op, except for totals restored from a checkpoint onto another device
+        self.sums = step if self.sums is None else self.sums.to(step.device).add_(step)
 
     def flush(self, accuracy: MeanMetric, loss: MeanMetric) -> None:
         """Add the totals to the epoch's `accuracy` and `loss` metrics (weighted by images), then start over."""

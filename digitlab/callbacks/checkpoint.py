@@ -1,0 +1,56 @@
+"""`ModelCheckpoint`: Lightning's, with ``save_last`` meaning "after every epoch", and best checkpoints that
+survive a resume into a new run folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from torch import Tensor
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    """Lightning's `ModelCheckpoint` with three differences; every argument is Lightning's.
+
+    - ``save_last: true`` writes ``last.ckpt`` at the end of every training epoch, after validation, so it
+      always holds the newest weights. Lightning's writes it only in an epoch where a monitored (top-k)
+      checkpoint was saved, so with ``monitor`` set it lags behind as soon as the metric stops improving.
+    - Resuming with ``--ckpt_path`` starts a new run folder. Lightning then forgets the earlier run's best
+      checkpoints, so ``best`` (the test after fit) would mean the best of the resumed epochs only. Here the
+      earlier best checkpoints are remembered where they are (never moved or deleted: they belong to the
+      earlier run), so ``best`` is the best of all epochs, exactly as without the interruption.
+    - With ``fast_dev_run``, nothing is written (Lightning still wrote ``last.ckpt`` when training ended).
+    """
+
+    _defer_last = False  # set while Lightning's own hooks run: they would write last.ckpt too early
+
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        if not self._defer_last:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The epoch is not over yet: last.ckpt is written once, in `on_train_epoch_end`, which comes after.
+        self._defer_last = True
+        try:
+            super().on_validation_end(trainer, pl_module)
+        finally:
+            self._defer_last = False
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._defer_last = True
+        try:
+            super().on_train_epoch_end(trainer, pl_module)
+        finally:
+            self._defer_last = False
+        if self.save_last and not (trainer.fast_dev_run or trainer.sanity_checking):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Read the earlier run's state as if it were this folder's: Lightning only ever deletes checkpoints
+        # inside this run's own folder, so the earlier run's files stay untouched.
+        super().load_state_dict({**state_dict, "dirpath": self.dirpath})

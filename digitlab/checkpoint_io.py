@@ -1,0 +1,84 @@
+"""`AtomicCheckpointIO`: a checkpoint file is either the previous complete one or the new complete one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from digitlab.errors import CheckpointNotWritten
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(stream)`` into a new temporary file beside `path`, make it durable, then rename it over
+    `path`; on any failure (a full disk, a kill) `path` keeps its previous content and the temporary file is
+    removed (after a SIGKILL it stays, hidden, beside the target)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's file is private (0600); a checkpoint is not
+        with os.fdopen(descriptor, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems (and platforms) cannot open a folder: the rename is still atomic
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with local files written by `atomic_write`.
+
+    Lightning's own atomic save writes to a temporary file in the system's temporary folder and renames it:
+    when that folder is on another filesystem than the run (a tmpfs ``/tmp``, runs on disk or NFS), the
+    rename fails and the fallback rewrites the checkpoint in place, so a kill or a full disk leaves a
+    truncated ``last.ckpt``. Here the temporary file is beside its target. Remote paths (``s3://`` ...) are
+    left to Lightning.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        try:
+            atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream))
+        except (OSError, RuntimeError) as error:  # torch reports a failed write (a full disk) as a RuntimeError
+            cause = next((e for e in _chain(error) if isinstance(e, OSError)), error)
+            reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+            raise CheckpointNotWritten(
+                f"Could not write the checkpoint {path}: {reason}. The previous {Path(path).name}, if any, is "
+                "unchanged. Free some space (or fix the folder's permissions) and resume with `--ckpt_path last`."
+            ) from error
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    found = []
+    while error is not None and error not in found:
+        found.append(error)
+        error = error.__cause__ or error.__context__
+    return found

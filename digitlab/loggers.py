@@ -1,0 +1,105 @@
+"""`RunLogger`: Lightning's TensorBoardLogger, with hyperparameters that read right in TensorBoard."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any, Optional, Union
+
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+# The metrics TensorBoard's HParams tab shows for each run: `hp_metric` (best val/acc while fitting, then
+# test/acc), and the two it follows.
+HPARAMS_METRICS = ("hp_metric", "val/acc_best", "test/acc")
+
+
+class RunLogger(TensorBoardLogger):
+    """TensorBoardLogger for digitlab runs.
+
+    Lightning's logger writes ``hp_metric = -1`` at step 0 every time hyperparameters are logged: once when
+    fitting starts and again when the test after fit starts, so TensorBoard draws ``hp_metric`` back to -1
+    and the HParams tab may show -1. Here the hyperparameters and the metric names go to TensorBoard once per
+    run, with no placeholder value; the model logs the real ``hp_metric`` as it goes. The hyperparameters
+    name the model (``model: lenet5``) instead of LightningCLI's internal ``_instantiator``.
+
+    Args:
+        model_name: Shown as the ``model`` hyperparameter (the CLI sets the registry name).
+        extra_hparams: More hyperparameters to show, e.g. a sweep's name and trial number.
+        Others: as `lightning.pytorch.loggers.TensorBoardLogger`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        model_name: Optional[str] = None,
+        extra_hparams: Optional[dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("default_hp_metric", False)
+        super().__init__(*args, **kwargs)
+        self.model_name = model_name
+        self.extra_hparams = dict(extra_hparams or {})
+        self._hparams_written = False
+
+    @rank_zero_only
+    def log_hyperparams(
+        self, params: Union[dict[str, Any], Namespace], metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None
+    ) -> None:
+        params = {k: v for k, v in _convert_params(params).items() if k != "_instantiator"}
+        if self.model_name:
+            params = {"model": self.model_name, **params}
+        params.update(self.extra_hparams)
+        self.hparams.update(params)  # hparams.yaml
+        if metrics is not None:  # a caller's own metrics: Lightning's behaviour
+            return super().log_hyperparams(params, metrics, step)
+        if self._hparams_written:  # the test after fit: same run, same hyperparameters
+            return None
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = self._sanitize_params(_flatten_dict(params))
+        writer = self.experiment._get_file_writer()
+        for summary in hparams(flat, dict.fromkeys(HPARAMS_METRICS, 0.0)):  # names only: no value is logged
+            writer.add_summary(summary)
+        self._hparams_written = True
+        return None
+
+
+TENSORBOARD_CLASS_PATHS = ("lightning.pytorch.loggers.TensorBoardLogger",
+                           "lightning.pytorch.loggers.tensorboard.TensorBoardLogger")
+
+
+def logger_specs(spec: Any, default_root_dir: str) -> list[dict[str, Any]]:
+    """The trainer's ``logger`` setting as ``{class_path, init_args}`` dicts: Lightning's default (`None` or
+    `True`) is one TensorBoard logger in ``default_root_dir/lightning_logs``; `False` is none."""
+    if spec is False:
+        return []
+    if spec is None or spec is True:
+        init_args = {"save_dir": default_root_dir, "name": "lightning_logs", "version": None}
+        return [{"class_path": TENSORBOARD_CLASS_PATHS[0], "init_args": init_args}]
+    specs = spec if isinstance(spec, list) else [spec]
+    return [s.as_dict() if hasattr(s, "as_dict") else dict(s) for s in specs]
+
+
+def writes_run_folder(spec: dict[str, Any]) -> bool:
+    """Whether a logger writes a ``save_dir/name/version`` folder (TensorBoard, CSV) and its version is unset,
+    so that digitlab chooses the run folder for it."""
+    init_args = spec.get("init_args") or {}
+    return {"save_dir", "name", "version"} <= set(init_args) and init_args.get("version") is None
+
+
+def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional[str]) -> list[Any]:
+    """Instantiate the loggers, every file logger writing into the one run `folder` (a claimed `Path`, or None
+    to leave their folders as configured); TensorBoard loggers become `RunLogger`s."""
+    from lightning.pytorch.cli import instantiate_class
+
+    loggers = []
+    for spec in specs:
+        class_path, init_args = spec["class_path"], dict(spec.get("init_args") or {})
+        if folder is not None and writes_run_folder(spec):
+            init_args.update(save_dir=str(folder.parent), name="", version=folder.name)
+        if class_path in TENSORBOARD_CLASS_PATHS:
+            class_path = f"{RunLogger.__module__}.{RunLogger.__qualname__}"
+            init_args["model_name"] = model_name
+        loggers.append(instantiate_class((), {"class_path": class_path, "init_args": init_args}))
+    return loggers

@@ -1,0 +1,68 @@
+"""Run folders: each run (``version_N``) and each evaluation of a run (``version_N/test_K``) gets a folder of
+its own, claimed atomically, so that runs started at the same moment in one log folder never share one.
+
+A claim is one ``mkdir``: the operating system lets exactly one process create a given folder, so two
+processes that both see ``version_3`` as the next free number cannot both get it; the loser takes the next.
+Only the global rank 0 of a multi-process run claims; the other processes never write into the folder
+(Lightning hands them rank 0's checkpoint folder), so they only need a name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+RUN_PREFIX = "version_"
+EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
+
+
+def next_number(root: Path, prefix: str) -> int:
+    """One more than the highest ``{prefix}N`` folder in `root` (0 when there is none)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)")
+    numbers = [int(m.group(1)) for p in _folders(root) if (m := pattern.fullmatch(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def claim(root: Path, prefix: str = RUN_PREFIX) -> Path:
+    """Create and return a new folder ``root/{prefix}N``, N the next free number, never one that exists."""
+    if rank_zero_only.rank != 0:  # the folder rank 0 claims: other ranks only need its name, never write in it
+        return root / f"{prefix}{next_number(root, prefix)}"
+    root.mkdir(parents=True, exist_ok=True)
+    number = next_number(root, prefix)
+    while True:
+        folder = root / f"{prefix}{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:  # another process claimed it between our look and our mkdir
+            number += 1
+
+
+def release_if_empty(folder: Optional[Path]) -> None:
+    """Remove a claimed folder that nothing was written into (a command that failed before its run started)."""
+    if folder is None or rank_zero_only.rank != 0:
+        return
+    try:
+        folder.rmdir()  # refuses a folder that holds anything: never removes a file
+    except OSError:
+        pass
+
+
+def run_folder_of(ckpt_path: str) -> Optional[Path]:
+    """The run folder a checkpoint belongs to (``.../version_N`` for ``.../version_N/checkpoints/x.ckpt``)."""
+    folder = Path(ckpt_path).resolve().parent
+    if folder.name != "checkpoints":
+        return None
+    run = folder.parent
+    return run if (run / "config.yaml").is_file() or any(run.glob("events.out.tfevents.*")) else None
+
+
+def _folders(root: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(root) if entry.is_dir()]
+    except OSError:
+        return []
