@@ -34,3 +34,9 @@ class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; the run stopped without saving the broken weights."""
 
     exit_code = 1
+
+
+class PredictionsNotWritten(UserError):
+    """The predictions were made and printed, but their CSV file could not be written (a full disk, say)."""
+
+    exit_code = 1

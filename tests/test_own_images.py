@@ -1,6 +1,7 @@
 """Predicting your own pictures: MNIST's preprocessing recipe, unreadable files, the table and CSV of
 `digitlab predict`, and, on the real MNIST, pictures cut from its test set (inverted, upscaled, in colour)."""
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from conftest import MNIST_DIR, REPO, assert_user_error, requires_mnist, run_dig
 from digitlab.callbacks import PredictionWriter
 from digitlab.data import MNISTDataModule
 from digitlab.data.own_images import ImageError, find_image_files, load_images, read_greyscale, to_mnist
-from digitlab.errors import SkippedFileWarning, UserError
+from digitlab.errors import PredictionsNotWritten, SkippedFileWarning, UserError
 from digitlab.models.lenet import LeNet5
+from filesystems import full_filesystem, tmpfs
 from trainer_utils import quiet_trainer
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
@@ -198,6 +200,46 @@ def test_the_writer_never_overwrites_a_file(tmp_path):
     (tmp_path / "taken.csv").write_text("precious")
     with pytest.raises(UserError, match="taken.csv"):
         PredictionWriter(csv=str(tmp_path / "taken.csv"))
+
+
+@pytest.mark.parametrize("place", ["under a file", "a folder", "read-only folder"])
+def test_a_csv_that_could_not_be_written_is_refused_before_predicting(tmp_path, pictures, digitlab_main, place):
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    (tmp_path / "out").mkdir()
+    destination, named = {"under a file": ("notes.txt/p.csv", "notes.txt is a file, not a folder"),
+                          "a folder": ("out", "is a folder"),
+                          "read-only folder": ("locked/p.csv", "read-only")}[place]
+    with contextlib.ExitStack() as mounts:
+        if place == "read-only folder":
+            mounts.enter_context(tmpfs(tmp_path / "locked", "ro"))
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(pictures),
+                               "--predictions.csv", destination, *QUIET, cwd=tmp_path)
+    assert_user_error(result, f"predictions.csv={destination}", named)
+    assert "predicted" not in result.stdout  # refused before predicting
+    assert (tmp_path / "notes.txt").read_text() == "a file, not a folder\n" and not list((tmp_path / "out").iterdir())
+
+
+def test_a_csv_that_cannot_be_written_at_the_end_leaves_every_row_printed(tmp_path, pictures, capsys):
+    data = MNISTDataModule(data_dir=str(tmp_path / "no-mnist"), predict_images=str(pictures), batch_size=1)
+    writer = PredictionWriter(csv=str(tmp_path / "out" / "predictions.csv"), max_rows=0)
+    (tmp_path / "out").write_text("made during the run\n")  # the folder to be is now a file
+    with pytest.warns(SkippedFileWarning), pytest.raises(PredictionsNotWritten, match="could not be written"):
+        quiet_trainer(callbacks=[writer]).predict(LeNet5(), datamodule=data)
+    printed = capsys.readouterr().out
+    assert str(pictures / "2.png") in printed and str(pictures / "10.png") in printed  # max_rows=0 overridden
+    assert (tmp_path / "out").read_text() == "made during the run\n"
+
+
+def test_predictions_on_a_full_disk_are_printed_and_the_failure_reported(tmp_path, pictures, digitlab_main):
+    with full_filesystem(tmp_path / "full") as full:
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(pictures),
+                               "--predictions.csv", str(full / "predictions.csv"), *QUIET, cwd=tmp_path)
+        left = sorted(path.name for path in full.iterdir())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "No space left on device" in result.stderr and "Every prediction is printed instead" in result.stderr
+    assert result.stdout.split("\n")[0].split() == ["file", "predicted", "probability"]
+    assert str(pictures / "10.png") in result.stdout
+    assert left == ["filler"]  # no half-written file
 
 
 # -- the command -----------------------------------------------------------------------------------
