@@ -5,6 +5,7 @@ import contextlib
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -152,6 +153,52 @@ def test_unusable_files_are_skipped_with_the_reason(pictures):
     assert "not a picture" in reasons["notes.txt"]
     assert "unreadable picture" in reasons["broken.png"]
     assert "blank" in reasons["blank.png"]
+
+
+@pytest.fixture
+def odd_pictures(tmp_path) -> Path:
+    """Pictures in unusual modes and shapes, and float pictures holding NaN or infinity, next to a plain one."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    digit = seven().numpy()
+    save(seven(), folder / "plain.png")
+    for name, values in {"nan_some.tif": np.where(np.arange(28)[:, None] < 3, np.nan, digit),
+                         "nan_all.tif": np.full((28, 28), np.nan), "inf.tif": np.where(digit > 0.5, np.inf, 0)}.items():
+        Image.fromarray(values.astype(np.float32), mode="F").save(folder / name)
+    Image.fromarray((digit * 65535).astype(np.uint16)).save(folder / "deep.png")
+    Image.fromarray(np.full((1, 1), 255, np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.where(np.arange(50) % 9 < 4, 255, 0).astype(np.uint8)[None]).save(folder / "row.png")
+    grey = Image.fromarray((digit * 255).astype(np.uint8))
+    grey.convert("P").save(folder / "palette.png")
+    grey.convert("CMYK").save(folder / "cmyk.tif")
+    grey.convert("LA").save(folder / "alpha.png")
+    grey.save(folder / "animated.gif", save_all=True, append_images=[Image.new("L", (28, 28))])
+    return folder
+
+
+def test_odd_pictures_are_predicted_or_skipped_with_their_reason(odd_pictures):
+    loaded = load_images(odd_pictures)
+    read = {Path(name).name: image for name, image in zip(loaded.names, loaded.images)}
+    assert sorted(read) == ["alpha.png", "animated.gif", "cmyk.tif", "deep.png", "palette.png", "plain.png"]
+    for name, image in read.items():
+        assert close(image, seven()) < 0.02, name
+    reasons = {Path(name).name: reason for name, reason in loaded.skipped}
+    assert reasons == {**dict.fromkeys(["nan_some.tif", "nan_all.tif", "inf.tif"],
+                                       "pixel values that are not numbers (NaN) or infinite"),
+                       "dot.png": "too small to hold a digit: 1×1 pixels (at least 4 on each side)",
+                       "row.png": "too small to hold a digit: 50×1 pixels (at least 4 on each side)"}
+
+
+def test_one_bad_picture_never_stops_the_prediction_of_the_others(tmp_path, odd_pictures, digitlab_main):
+    with pytest.warns(SkippedFileWarning) as warned:  # in this process, pytest catches the warnings
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(odd_pictures), *QUIET,
+                               cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipped {odd_pictures / 'nan_some.tif'}: pixel values that are not numbers (NaN) or infinite" in [
+        str(warning.message) for warning in warned]
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == [
+        str(odd_pictures / name) for name in ["alpha.png", "animated.gif", "cmyk.tif", "deep.png", "palette.png",
+                                              "plain.png"]]
 
 
 def test_the_example_pictures_are_all_readable():
