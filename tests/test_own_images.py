@@ -3,6 +3,7 @@
 
 import contextlib
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,15 @@ def test_odd_pictures_are_predicted_or_skipped_with_their_reason(odd_pictures):
                                        "pixel values that are not numbers (NaN) or infinite"),
                        "dot.png": "too small to hold a digit: 1×1 pixels (at least 4 on each side)",
                        "row.png": "too small to hold a digit: 50×1 pixels (at least 4 on each side)"}
+
+
+@pytest.mark.parametrize("size, named", [((5000, 4000), "5000×4000 pixels"), ((15000, 12000), "more pixels than")])
+def test_a_picture_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, size, named):
+    Image.new("1", size, 1).save(tmp_path / "huge.png")  # a few kB on disk, 20 MP or 180 MP
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning included
+        with pytest.raises(ImageError, match=f"too large: {named}.* limit of 16,777,216 pixels"):
+            read_greyscale(tmp_path / "huge.png")
 
 
 def test_one_bad_picture_never_stops_the_prediction_of_the_others(tmp_path, odd_pictures, digitlab_main):
