@@ -8,6 +8,9 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Iterable
 
+from digitlab.config_yaml import ConfigTooLarge, check_size
+
+MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _UNKNOWN_KEY = (
     re.compile(r"does not accept option '([^']+)'"),
     re.compile(r"unrecognized arguments: --([^\s=]+)"),
@@ -36,7 +39,8 @@ def closest(key: str, candidates: Iterable[str]) -> str | None:
 
 def explain(error: ArgumentError, parser, subcommand: str | None, args: list[str]) -> str:
     """One paragraph: jsonargparse's own words, the closest known option for an unknown one, where to look."""
-    parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip()).rstrip(".") + "."]
+    words = " ".join(_bounded(line.strip(), MAX_LINE) for line in str(error).splitlines() if line.strip())
+    parts = [_bounded(words, MAX_WORDS).rstrip(".") + "."]
     if parts[0].startswith("Problems parsing config"):
         parts = [_name_the_broken_file(args) or parts[0]]
     for pattern in _UNKNOWN_KEY:
@@ -51,6 +55,11 @@ def explain(error: ArgumentError, parser, subcommand: str | None, args: list[str
     return " ".join(parts)
 
 
+def _bounded(text: str, limit: int) -> str:
+    """`text`, cut after `limit` characters: jsonargparse quotes whole values, however long."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def _name_the_broken_file(args: list[str]) -> str | None:
     """jsonargparse reports a YAML syntax error without the file's name: find the file and say so."""
     import yaml
@@ -58,7 +67,11 @@ def _name_the_broken_file(args: list[str]) -> str | None:
     for flag, value in zip(args, args[1:]):
         if flag in ("--config", "-c") and Path(value).is_file():
             try:
-                yaml.safe_load(Path(value).read_text())
+                text = Path(value).read_text()
+                check_size(text)
+                yaml.safe_load(text)
+            except ConfigTooLarge as error:
+                return f"The config file {value} {error}."
             except yaml.YAMLError as error:
                 where = getattr(error, "problem_mark", None)
                 line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
