@@ -1,6 +1,7 @@
 """Small inputs that must not exhaust the machine, and odd config files: through the `digitlab` entry point,
 each is one paragraph naming the offending thing, exit code 2, no traceback, nothing written."""
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,13 @@ def test_an_error_quotes_only_the_start_of_a_long_value(tmp_path, digitlab_main)
     assert_user_error(result, "trainer.max_epochs", "Given value: [7, 7", "more characters)")
     [message] = [line for line in result.stderr.splitlines() if line.startswith("digitlab: error:")]
     assert len(message) < 2000
+
+
+@pytest.mark.parametrize("content, flag", [("model: lenet5  # café\n".encode("latin-1"), "--config"),
+                                           (gzip.compress(b"model: lenet5\n"), "--config=")])
+def test_a_config_file_that_is_not_text_is_named(tmp_path, digitlab_main, content, flag):
+    (tmp_path / "config.yaml").write_bytes(content)
+    args = [flag + "config.yaml"] if flag.endswith("=") else [flag, "config.yaml"]
+    result = fit(digitlab_main, tmp_path, *args)
+    assert_user_error(result, "The config file config.yaml is not UTF-8 text (byte 0x")
+    assert_nothing_written(tmp_path)
