@@ -115,7 +115,8 @@ def test_on_a_cpu_the_data_sets_stay_in_host_memory(synthetic_mnist):
 
 @pytest.mark.parametrize(
     "kwargs, named",
-    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0")],
+    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0"),
+     ({"seed": -1}, "seed=-1"), ({"seed": 2**63}, "seed=9223372036854775808.*0 to 2\\*\\*63 - 1")],
 )
 def test_bad_values_are_refused_with_their_name(tmp_path, kwargs, named):
     with pytest.raises(UserError, match=named):

@@ -73,3 +73,9 @@ def test_a_config_file_that_is_not_text_is_named(tmp_path, digitlab_main, conten
     result = fit(digitlab_main, tmp_path, *args)
     assert_user_error(result, "The config file config.yaml is not UTF-8 text (byte 0x")
     assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(10**23)])
+def test_a_data_seed_out_of_range(tmp_path, digitlab_main, seed):
+    assert_user_error(fit(digitlab_main, tmp_path, "--data.seed", seed), f"data.seed={seed} is not valid")
+    assert_nothing_written(tmp_path)

@@ -91,8 +91,9 @@ class MNISTDataModule(LightningDataModule):
             layout. Default: ``$DIGITLAB_DATA_DIR``, else ``data/``.
         val_split: Validation images taken from the 60,000 training images: a count (``5000``) or a
             fraction (``0.2``). ``0`` means no validation. The test set is always the official 10,000.
-        seed: Seed of the train/validation split and of the shuffling (each epoch's order depends only on
-            the seed and the epoch, so a resumed run sees the same batches); the same seed, the same split.
+        seed: Seed of the train/validation split and of the shuffling, 0 to 2**63 - 1 (each epoch's order
+            depends only on the seed and the epoch, so a resumed run sees the same batches); the same seed, the
+            same split.
         batch_size: Images per batch, per process: under DDP every process gets this many, so the global
             batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
             number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
@@ -127,6 +128,7 @@ class MNISTDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
+        _check_value("seed", seed, 0 <= seed < 2**63, "an integer from 0 to 2**63 - 1")
         cpus = usable_cpus()
         _check_value("num_workers", num_workers, 0 <= num_workers <= cpus,
                      f"0 to {cpus}, the CPUs this process may use (the data is in memory: 0 is fastest)")
