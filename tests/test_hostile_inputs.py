@@ -66,7 +66,7 @@ def test_an_error_quotes_only_the_start_of_a_long_value(tmp_path, digitlab_main)
 
 
 @pytest.mark.parametrize("content, flag", [("model: lenet5  # café\n".encode("latin-1"), "--config"),
-                                           (gzip.compress(b"model: lenet5\n"), "--config=")])
+                                           (gzip.compress(b"model: lenet5\n"), "--config=")], ids=["latin-1", "gzip"])
 def test_a_config_file_that_is_not_text_is_named(tmp_path, digitlab_main, content, flag):
     (tmp_path / "config.yaml").write_bytes(content)
     args = [flag + "config.yaml"] if flag.endswith("=") else [flag, "config.yaml"]
