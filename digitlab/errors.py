@@ -51,3 +51,9 @@ class Stopped(UserError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class PredictionsNotWritten(UserError):
+    """The predictions were made and printed, but their CSV file could not be written (a full disk, say)."""
+
+    exit_code = 1

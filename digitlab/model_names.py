@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from jsonargparse import get_loader, set_loader
 
+from digitlab.config_yaml import check_size
 from digitlab.registry import get_model_entry
 
 MODEL_FLAGS = ("--model", "--model.class_path", "--model.help")
@@ -51,6 +52,12 @@ def rewrite_model_config(config: Any) -> Any:
 
 
 def register_yaml_loader() -> None:
-    """Parser mode ``digitlab_yaml``: jsonargparse's own YAML loader, then registry names rewritten."""
+    """Parser mode ``digitlab_yaml``: jsonargparse's own YAML loader, then registry names rewritten; a document
+    that would expand beyond a sane size is refused before it is loaded (`digitlab.config_yaml`)."""
     yaml_load = get_loader("yaml")
-    set_loader(YAML_MODE, lambda text: rewrite_model_config(yaml_load(text)), exceptions=(yaml.YAMLError,))
+
+    def load(text: str) -> Any:
+        check_size(text)
+        return rewrite_model_config(yaml_load(text))
+
+    set_loader(YAML_MODE, load, exceptions=(yaml.YAMLError,))

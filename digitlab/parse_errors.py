@@ -8,6 +8,9 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Iterable
 
+from digitlab.config_yaml import ConfigTooLarge, check_size
+
+MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _UNKNOWN_KEY = (
     re.compile(r"does not accept option '([^']+)'"),
     re.compile(r"unrecognized arguments: --([^\s=]+)"),
@@ -34,10 +37,15 @@ def closest(key: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def explain(error: ArgumentError, parser, subcommand: str | None, args: list[str]) -> str:
-    """One paragraph: jsonargparse's own words, the closest known option for an unknown one, where to look."""
-    parts = [" ".join(line.strip() for line in str(error).splitlines() if line.strip()).rstrip(".") + "."]
-    if parts[0].startswith("Problems parsing config"):
+def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str | None, args: list[str]) -> str:
+    """One paragraph: jsonargparse's own words, the closest known option for an unknown one, where to look.
+
+    A `UnicodeDecodeError` is what jsonargparse lets through when a config file is not text."""
+    words = " ".join(_bounded(line.strip(), MAX_LINE) for line in str(error).splitlines() if line.strip())
+    parts = [_bounded(words, MAX_WORDS).rstrip(".") + "."]
+    if isinstance(error, UnicodeDecodeError):
+        parts = [_name_the_file_that_is_not_text(error, args)]
+    elif parts[0].startswith("Problems parsing config"):
         parts = [_name_the_broken_file(args) or parts[0]]
     for pattern in _UNKNOWN_KEY:
         found = pattern.search(parts[0])
@@ -51,17 +59,43 @@ def explain(error: ArgumentError, parser, subcommand: str | None, args: list[str
     return " ".join(parts)
 
 
+def _bounded(text: str, limit: int) -> str:
+    """`text`, cut after `limit` characters: jsonargparse quotes whole values, however long."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def _config_files(args: list[str]) -> list[str]:
+    """The files given as ``--config FILE``, ``--config=FILE`` or ``-c FILE``, in order."""
+    given = [value for flag, value in zip(args, args[1:]) if flag in ("--config", "-c")]
+    given += [arg.partition("=")[2] for arg in args if arg.startswith("--config=")]
+    return [value for value in given if Path(value).is_file()]
+
+
+def _name_the_file_that_is_not_text(error: UnicodeDecodeError, args: list[str]) -> str:
+    for value in _config_files(args):
+        try:
+            Path(value).read_text()
+        except UnicodeDecodeError as undecodable:
+            where = f"byte 0x{undecodable.object[undecodable.start]:02x} at offset {undecodable.start}"
+            return (f"The config file {value} is not {undecodable.encoding.upper()} text ({where}): is it the "
+                    "right file? A config is YAML, saved as plain UTF-8 text.")
+    return f"A config file is not text ({error}). A config is YAML, saved as plain UTF-8 text."
+
+
 def _name_the_broken_file(args: list[str]) -> str | None:
     """jsonargparse reports a YAML syntax error without the file's name: find the file and say so."""
     import yaml
 
-    for flag, value in zip(args, args[1:]):
-        if flag in ("--config", "-c") and Path(value).is_file():
-            try:
-                yaml.safe_load(Path(value).read_text())
-            except yaml.YAMLError as error:
-                where = getattr(error, "problem_mark", None)
-                line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-                return f"The config file {value} is not valid YAML{line}: {problem}."
+    for value in _config_files(args):
+        try:
+            text = Path(value).read_text()
+            check_size(text)
+            yaml.safe_load(text)
+        except ConfigTooLarge as error:
+            return f"The config file {value} {error}."
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            return f"The config file {value} is not valid YAML{line}: {problem}."
     return None

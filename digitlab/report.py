@@ -10,8 +10,10 @@ A run is a folder holding TensorBoard event files (``lightning_logs/version_N/``
   loop's count of finished epochs, and the number of values in the ``state_dict`` (parameters and buffers:
   the centroid model's class means count).
 
-Nothing is written into the run folders. Torch is imported only to read checkpoints; matplotlib only for
-``--plot``.
+Nothing is written into the run folders. One bad run never stops the report: a config.yaml that is not a
+readable config leaves that run's model, lr and batch size blank, with a one-line warning naming it, and only
+regular files are read (a FIFO named like an event file would block). Torch is imported only to read
+checkpoints; matplotlib only for ``--plot``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
 
-from digitlab.errors import UserError
+from digitlab.config_yaml import check_size
+from digitlab.errors import SkippedFileWarning, UserError
 
 EVENTS = "events.out.tfevents.*"
 
@@ -96,18 +101,68 @@ def read_run(path: Path, version: str) -> Run:
 
 
 def _read_config(path: Path, run: Run) -> None:
-    config = yaml.safe_load(path.read_text()) if path.is_file() else None
-    if not isinstance(config, dict):
+    """Model, lr and batch size from the run's config.yaml; left blank, with a warning, if it is not one."""
+    if not path.is_file():
         return
+    try:
+        text = path.read_text()
+        check_size(text)  # an alias bomb would expand when a value is quoted below
+        run.model, run.lr, run.batch_size = _config_columns(yaml.safe_load(text))
+    except UnicodeDecodeError:
+        _warn_config(path, "not text")
+    except yaml.YAMLError as error:
+        _warn_config(path, f"not a readable config ({str(error).splitlines()[0]})")
+    except (OSError, ValueError) as error:
+        _warn_config(path, str(error))
+
+
+def _config_columns(config: Any) -> tuple[Optional[str], Optional[float], Optional[int]]:
+    """(model class name, lr, batch size) of a saved config; ValueError for a config not shaped like one."""
+    config = _mapping(config, "the config")
     model = config.get("model")
-    model = {"class_path": model} if isinstance(model, str) else model or {}
-    if model.get("class_path"):
-        run.model = str(model["class_path"]).rsplit(".", 1)[-1]
-    init_args = model.get("init_args") or {}
+    model = {"class_path": model} if isinstance(model, str) else _mapping(model, "its model section")
+    class_path = model.get("class_path")
+    if class_path is not None and not isinstance(class_path, str):
+        raise ValueError(f"its model.class_path is {_short(class_path)}, not a name")
+    init_args = _mapping(model.get("init_args"), "its model.init_args")
     optimizer = init_args.get("optimizer")
-    optimizer_args = (optimizer.get("init_args") or {}) if isinstance(optimizer, dict) else {}
-    run.lr = init_args.get("lr", optimizer_args.get("lr"))
-    run.batch_size = (config.get("data") or {}).get("batch_size")
+    optimizer = optimizer if isinstance(optimizer, dict) else {}  # a class path alone holds no lr
+    optimizer_args = _mapping(optimizer.get("init_args"), "its optimizer's init_args")
+    lr = _number(init_args.get("lr", optimizer_args.get("lr")), "lr", float)
+    batch_size = _number(_mapping(config.get("data"), "its data section").get("batch_size"), "data.batch_size", int)
+    return (class_path.rsplit(".", 1)[-1] if class_path else None), lr, batch_size
+
+
+def _mapping(value: Any, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is {_short(value)}, not a mapping of settings")
+    return value
+
+
+def _number(value: Any, name: str, kind: type) -> Any:
+    """`value` as a `kind` number; PyYAML reads ``1e-3`` (no dot) as a string, which is converted here."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"its {name} is not a number: {_short(value)}") from None
+    if kind is int and isinstance(value, float) and value != number:
+        raise ValueError(f"its {name} is not a whole number: {value!r}")
+    return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _warn_config(path: Path, why: str) -> None:
+    warnings.warn(f"{path}: {why}; its model, lr and batch size are left blank", SkippedFileWarning, stacklevel=2)
 
 
 def _read_events(path: Path, run: Run) -> None:
@@ -116,7 +171,7 @@ def _read_events(path: Path, run: Run) -> None:
 
     scalars: dict[str, list[Any]] = {}
     start, end = float("inf"), float("-inf")
-    for event_file in sorted(path.glob(EVENTS), key=lambda p: _natural(p.name)):
+    for event_file in sorted(_regular_files(path, EVENTS), key=lambda p: _natural(p.name)):
         events = EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
         events.Reload()
         tags = events.Tags()
@@ -141,7 +196,7 @@ def _read_events(path: Path, run: Run) -> None:
 
 
 def _read_checkpoint(folder: Path, run: Run) -> None:
-    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime))
+    candidates = sorted(_regular_files(folder, "*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime))
     if not candidates:
         return
     import torch
@@ -157,6 +212,11 @@ def _read_checkpoint(folder: Path, run: Run) -> None:
         run.epochs = progress["processed"]
     elif "epoch" in checkpoint:
         run.epochs = checkpoint["epoch"] + 1
+
+
+def _regular_files(folder: Path, pattern: str) -> list[Path]:
+    """The regular files of `folder` matching `pattern`: reading a FIFO of that name would wait forever."""
+    return [path for path in folder.glob(pattern) if path.is_file()]
 
 
 def sort_runs(runs: list[Run], key: str) -> list[Run]:
@@ -190,14 +250,33 @@ def format_runs(runs: list[Run], style: str) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+def check_plot_path(path: Path) -> str:
+    """The image format of `path` (its extension); a UserError if no new image can be written there."""
+    if path.is_dir():
+        raise UserError(f"--plot {path} is a folder; give an image file name, such as {path / 'val_acc.png'}.")
+    if os.path.lexists(path):
+        raise UserError(f"--plot {path} already exists and digitlab never overwrites a file. Choose another name "
+                        "or move the file away.")
+    if not path.parent.is_dir():
+        raise UserError(f"--plot {path}: the folder {path.parent} does not exist.")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = path.suffix[1:].lower()
+    if extension not in formats:
+        what = f"'.{extension}' is not an image format matplotlib writes" if extension else "the name has no extension"
+        raise UserError(f"--plot {path}: {what}. End the name with one of "
+                        f"{', '.join('.' + name for name in formats)}, such as val_acc.png.")
+    return extension
+
+
 def plot_val_acc(runs: list[Run], path: Path) -> None:
-    """Validation accuracy against epoch, one line per run with validation, saved as an image."""
+    """Validation accuracy against epoch, one line per run with validation, saved as a new image file."""
+    image_format = check_plot_path(path)
     curves = [run for run in runs if run.val_acc_curve]
     if not curves:
         raise UserError(f"No run logged val/acc, so {path} was not written (runs with `data.val_split: 0` have "
                         "no validation).")
-    if not path.parent.is_dir():
-        raise UserError(f"--plot {path}: the folder {path.parent} does not exist.")
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -210,7 +289,14 @@ def plot_val_acc(runs: list[Run], path: Path) -> None:
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    figure.savefig(path)
+    try:
+        with path.open("xb") as stream:  # "x": never replace a file, even one that appeared since the check
+            figure.savefig(stream, format=image_format)
+    except FileExistsError:
+        raise UserError(f"--plot {path} appeared while the report ran; digitlab never overwrites a file.") from None
+    except (OSError, RuntimeError) as error:  # a full disk; .pgf without LaTeX
+        path.unlink(missing_ok=True)
+        raise UserError(f"--plot {path} could not be written: {error}") from None
 
 
 def report_command(args: list[str]) -> None:
@@ -227,8 +313,11 @@ def report_command(args: list[str]) -> None:
     parser.add_argument("--sort", choices=KEYS, default="test_acc",
                         help="column to sort by (default: test_acc); accuracies best first, others ascending")
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
-                        help="also draw the runs' validation accuracy curves on one chart into this image file")
+                        help="also draw the runs' validation accuracy curves on one chart into this new image file "
+                        "(.png, .svg, .pdf, ...; an existing file is never overwritten)")
     options = parser.parse_args(args)
+    if options.plot is not None:
+        check_plot_path(options.plot)  # before any run is read
 
     runs = []
     for log_dir in map(Path, options.log_dirs):

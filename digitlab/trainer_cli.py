@@ -75,7 +75,7 @@ class DigitLabCLI(LightningCLI):
         args = with_run_config(rewrite_model_args(sys.argv[1:] if args is None else args))
         try:
             self.config = parser.parse_args(args)
-        except ArgumentError as error:
+        except (ArgumentError, UnicodeDecodeError) as error:  # the latter: a config file that is not text
             subcommand = next((a for a in args if a in self.subcommands()), None)
             sub_parser = self._subcommand_parsers.get(subcommand, parser)
             raise UserError(explain(error, sub_parser, subcommand, args)) from None

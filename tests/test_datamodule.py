@@ -7,7 +7,7 @@ import torch
 
 from conftest import write_mnist_like
 from digitlab.data import MNISTDataModule
-from digitlab.data.mnist import InMemoryDigits
+from digitlab.data.mnist import InMemoryDigits, usable_cpus
 from digitlab.errors import UserError
 
 
@@ -115,11 +115,19 @@ def test_on_a_cpu_the_data_sets_stay_in_host_memory(synthetic_mnist):
 
 @pytest.mark.parametrize(
     "kwargs, named",
-    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0")],
+    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0"),
+     ({"seed": -1}, "seed=-1"), ({"seed": 2**63}, "seed=9223372036854775808.*0 to 2\\*\\*63 - 1")],
 )
 def test_bad_values_are_refused_with_their_name(tmp_path, kwargs, named):
     with pytest.raises(UserError, match=named):
         MNISTDataModule(str(tmp_path), **kwargs)
+
+
+def test_worker_processes_are_bounded_by_the_cpus(tmp_path):
+    cpus = usable_cpus()
+    assert MNISTDataModule(str(tmp_path), num_workers=cpus).hparams.num_workers == cpus
+    with pytest.raises(UserError, match=f"num_workers={cpus + 1} is not valid: expected 0 to {cpus}, the CPUs"):
+        MNISTDataModule(str(tmp_path), num_workers=cpus + 1)
 
 
 def test_a_split_that_leaves_no_training_image_is_refused(synthetic_mnist):

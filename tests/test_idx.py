@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import tracemalloc
 
 import pytest
 import torch
@@ -71,3 +72,33 @@ def test_empty_file_is_named(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(DataError, match="not an IDX file"):
         read_idx(path, SPEC)
+
+
+def gzip_bomb(path, head: bytes, megabytes: int = 64):
+    """A small .gz file that decompresses to `head` followed by `megabytes` MB of zeros."""
+    with gzip.open(path, "wb", compresslevel=1) as stream:
+        stream.write(head)
+        for _ in range(megabytes):
+            stream.write(bytes(1 << 20))
+    return path
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (idx_bytes(torch.zeros(7, dtype=torch.uint8))[:8], "magic number 0x00000801"),  # a labels header
+        (bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10**6, 28, 28)), r"holds shape \(1000000"),
+        (idx_bytes(IMAGES), "truncated or padded: .* holds more"),  # a right header, then 64 MB of padding
+    ],
+    ids=["wrong magic", "wrong shape", "padded"],
+)
+def test_a_gzip_bomb_is_refused_without_decompressing_it(tmp_path, head, message):
+    path = gzip_bomb(tmp_path / "tiny-images-idx3-ubyte.gz", head)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=message):
+            read_idx(path, SPEC)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size < 1 << 20 and peak < 16 << 20, peak  # 64 MB inside, at most a few MB read

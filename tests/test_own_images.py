@@ -1,9 +1,12 @@
 """Predicting your own pictures: MNIST's preprocessing recipe, unreadable files, the table and CSV of
 `digitlab predict`, and, on the real MNIST, pictures cut from its test set (inverted, upscaled, in colour)."""
 
+import contextlib
 import csv
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,8 +16,9 @@ from conftest import MNIST_DIR, REPO, assert_user_error, requires_mnist, run_dig
 from digitlab.callbacks import PredictionWriter
 from digitlab.data import MNISTDataModule
 from digitlab.data.own_images import ImageError, find_image_files, load_images, read_greyscale, to_mnist
-from digitlab.errors import SkippedFileWarning, UserError
+from digitlab.errors import PredictionsNotWritten, SkippedFileWarning, UserError
 from digitlab.models.lenet import LeNet5
+from filesystems import full_filesystem, tmpfs
 from trainer_utils import quiet_trainer
 
 QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
@@ -152,6 +156,61 @@ def test_unusable_files_are_skipped_with_the_reason(pictures):
     assert "blank" in reasons["blank.png"]
 
 
+@pytest.fixture
+def odd_pictures(tmp_path) -> Path:
+    """Pictures in unusual modes and shapes, and float pictures holding NaN or infinity, next to a plain one."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    digit = seven().numpy()
+    save(seven(), folder / "plain.png")
+    for name, values in {"nan_some.tif": np.where(np.arange(28)[:, None] < 3, np.nan, digit),
+                         "nan_all.tif": np.full((28, 28), np.nan), "inf.tif": np.where(digit > 0.5, np.inf, 0)}.items():
+        Image.fromarray(values.astype(np.float32), mode="F").save(folder / name)
+    Image.fromarray((digit * 65535).astype(np.uint16)).save(folder / "deep.png")
+    Image.fromarray(np.full((1, 1), 255, np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.where(np.arange(50) % 9 < 4, 255, 0).astype(np.uint8)[None]).save(folder / "row.png")
+    grey = Image.fromarray((digit * 255).astype(np.uint8))
+    grey.convert("P").save(folder / "palette.png")
+    grey.convert("CMYK").save(folder / "cmyk.tif")
+    grey.convert("LA").save(folder / "alpha.png")
+    grey.save(folder / "animated.gif", save_all=True, append_images=[Image.new("L", (28, 28))])
+    return folder
+
+
+def test_odd_pictures_are_predicted_or_skipped_with_their_reason(odd_pictures):
+    loaded = load_images(odd_pictures)
+    read = {Path(name).name: image for name, image in zip(loaded.names, loaded.images)}
+    assert sorted(read) == ["alpha.png", "animated.gif", "cmyk.tif", "deep.png", "palette.png", "plain.png"]
+    for name, image in read.items():
+        assert close(image, seven()) < 0.02, name
+    reasons = {Path(name).name: reason for name, reason in loaded.skipped}
+    assert reasons == {**dict.fromkeys(["nan_some.tif", "nan_all.tif", "inf.tif"],
+                                       "pixel values that are not numbers (NaN) or infinite"),
+                       "dot.png": "too small to hold a digit: 1×1 pixels (at least 4 on each side)",
+                       "row.png": "too small to hold a digit: 50×1 pixels (at least 4 on each side)"}
+
+
+@pytest.mark.parametrize("size, named", [((5000, 4000), "5000×4000 pixels"), ((15000, 12000), "more pixels than")])
+def test_a_picture_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, size, named):
+    Image.new("1", size, 1).save(tmp_path / "huge.png")  # a few kB on disk, 20 MP or 180 MP
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning included
+        with pytest.raises(ImageError, match=f"too large: {named}.* limit of 16,777,216 pixels"):
+            read_greyscale(tmp_path / "huge.png")
+
+
+def test_one_bad_picture_never_stops_the_prediction_of_the_others(tmp_path, odd_pictures, digitlab_main):
+    with pytest.warns(SkippedFileWarning) as warned:  # in this process, pytest catches the warnings
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(odd_pictures), *QUIET,
+                               cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipped {odd_pictures / 'nan_some.tif'}: pixel values that are not numbers (NaN) or infinite" in [
+        str(warning.message) for warning in warned]
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == [
+        str(odd_pictures / name) for name in ["alpha.png", "animated.gif", "cmyk.tif", "deep.png", "palette.png",
+                                              "plain.png"]]
+
+
 def test_the_example_pictures_are_all_readable():
     loaded = load_images(REPO / "examples" / "digits")
     assert len(loaded.names) == 4 and not loaded.skipped
@@ -198,6 +257,46 @@ def test_the_writer_never_overwrites_a_file(tmp_path):
     (tmp_path / "taken.csv").write_text("precious")
     with pytest.raises(UserError, match="taken.csv"):
         PredictionWriter(csv=str(tmp_path / "taken.csv"))
+
+
+@pytest.mark.parametrize("place", ["under a file", "a folder", "read-only folder"])
+def test_a_csv_that_could_not_be_written_is_refused_before_predicting(tmp_path, pictures, digitlab_main, place):
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    (tmp_path / "out").mkdir()
+    destination, named = {"under a file": ("notes.txt/p.csv", "notes.txt is a file, not a folder"),
+                          "a folder": ("out", "is a folder"),
+                          "read-only folder": ("locked/p.csv", "read-only")}[place]
+    with contextlib.ExitStack() as mounts:
+        if place == "read-only folder":
+            mounts.enter_context(tmpfs(tmp_path / "locked", "ro"))
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(pictures),
+                               "--predictions.csv", destination, *QUIET, cwd=tmp_path)
+    assert_user_error(result, f"predictions.csv={destination}", named)
+    assert "predicted" not in result.stdout  # refused before predicting
+    assert (tmp_path / "notes.txt").read_text() == "a file, not a folder\n" and not list((tmp_path / "out").iterdir())
+
+
+def test_a_csv_that_cannot_be_written_at_the_end_leaves_every_row_printed(tmp_path, pictures, capsys):
+    data = MNISTDataModule(data_dir=str(tmp_path / "no-mnist"), predict_images=str(pictures), batch_size=1)
+    writer = PredictionWriter(csv=str(tmp_path / "out" / "predictions.csv"), max_rows=0)
+    (tmp_path / "out").write_text("made during the run\n")  # the folder to be is now a file
+    with pytest.warns(SkippedFileWarning), pytest.raises(PredictionsNotWritten, match="could not be written"):
+        quiet_trainer(callbacks=[writer]).predict(LeNet5(), datamodule=data)
+    printed = capsys.readouterr().out
+    assert str(pictures / "2.png") in printed and str(pictures / "10.png") in printed  # max_rows=0 overridden
+    assert (tmp_path / "out").read_text() == "made during the run\n"
+
+
+def test_predictions_on_a_full_disk_are_printed_and_the_failure_reported(tmp_path, pictures, digitlab_main):
+    with full_filesystem(tmp_path / "full") as full:
+        result = digitlab_main("predict", "--model", "centroid", "--data.predict_images", str(pictures),
+                               "--predictions.csv", str(full / "predictions.csv"), *QUIET, cwd=tmp_path)
+        left = sorted(path.name for path in full.iterdir())
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "No space left on device" in result.stderr and "Every prediction is printed instead" in result.stderr
+    assert result.stdout.split("\n")[0].split() == ["file", "predicted", "probability"]
+    assert str(pictures / "10.png") in result.stdout
+    assert left == ["filler"]  # no half-written file
 
 
 # -- the command -----------------------------------------------------------------------------------

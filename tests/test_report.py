@@ -1,7 +1,10 @@
 """`digitlab report` on real runs of the three built-in models, checked against their event files."""
 
 import csv
+import gzip
 import io
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_user_error, run_digitlab, write_mnist_like
+from digitlab.errors import SkippedFileWarning
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
 from digitlab.models.mlp import ScratchMLP
@@ -92,3 +96,74 @@ def test_a_folder_without_runs_is_a_user_error(tmp_path, make):
         (folder / "version_0").mkdir(parents=True)
     result = run_digitlab("report", str(folder), cwd=tmp_path)
     assert_user_error(result, str(folder), "lightning_logs" if make == "missing" else "No runs")
+
+
+@pytest.fixture
+def copied_logs(logs, tmp_path) -> Path:
+    """A copy of the three runs, to damage."""
+    return Path(shutil.copytree(logs, tmp_path / "lightning_logs"))
+
+
+def report_csv(digitlab_main, logs: Path, *args: str):
+    result = digitlab_main("report", str(logs), "--format", "csv", "--sort", "version", *args, cwd=logs.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {row["version"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"model: [lenet5\ndata: {batch_size: 3\n", "not a readable config (while parsing"),
+        (b"model: !!python/object/apply:os.system [echo hacked]\n", "not a readable config (could not determine"),
+        (b"- model\n- data\n", "the config is ['model', 'data'], not a mapping of settings"),
+        (b"model: 3\n", "its model section is 3, not a mapping of settings"),
+        (b"model: digitlab.models.lenet.LeNet5\ndata: [1]\n", "its data section is [1], not a mapping of settings"),
+        (b"model:\n  init_args:\n    lr: fast\n", "its lr is not a number: 'fast'"),
+        (gzip.compress(b"model: lenet5\n"), "not text"),
+    ],
+    ids=["not YAML", "python tag", "a list", "model: 3", "data: [1]", "lr: fast", "binary"],
+)
+def test_a_config_that_is_not_one_blanks_its_run_columns_with_a_warning(copied_logs, digitlab_main, content, why):
+    config = copied_logs / "version_1" / "config.yaml"
+    config.write_bytes(content)
+    with pytest.warns(SkippedFileWarning) as warned:
+        rows = report_csv(digitlab_main, copied_logs)
+    [message] = [str(warning.message) for warning in warned if warning.category is SkippedFileWarning]
+    assert message.startswith(f"{config}: {why}") and message.endswith("; its model, lr and batch size are left blank")
+    assert [rows["version_1"][key] for key in ("model", "lr", "batch_size")] == ["", "", ""]
+    assert rows["version_1"]["test_acc"] and rows["version_1"]["params"]  # the rest of the run is reported
+    assert [rows[version]["model"] for version in ("version_0", "version_2")] == ["NearestCentroid", "LeNet5"]
+
+
+def test_a_learning_rate_that_yaml_reads_as_text_is_a_number(copied_logs, digitlab_main):
+    config = copied_logs / "version_2" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 1e-3"))
+    assert "lr: 1e-3" in config.read_text()
+    assert report_csv(digitlab_main, copied_logs, "--sort", "lr")["version_2"]["lr"] == "0.001"
+
+
+@pytest.mark.console_script
+def test_fifos_named_like_run_files_are_not_read(copied_logs):
+    os.mkfifo(copied_logs / "version_0" / "events.out.tfevents.0.fifo")
+    os.mkfifo(copied_logs / "version_0" / "checkpoints" / "waiting.ckpt")
+    os.mkfifo(copied_logs / "version_1" / "config.yaml.fifo")
+    result = run_digitlab("report", str(copied_logs), cwd=copied_logs.parent, timeout=120)  # a read would hang
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) == 4 and "60,074" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name, named",
+    [("taken.png", "already exists"), ("plots", "is a folder"), ("curves.bmp", "'.bmp' is not an image format"),
+     ("curves", "the name has no extension")],
+)
+def test_a_plot_that_cannot_be_a_new_image_is_refused(logs, tmp_path, digitlab_main, name, named):
+    (tmp_path / "taken.png").write_bytes(b"the user's own picture")
+    (tmp_path / "plots").mkdir()
+    result = digitlab_main("report", str(logs), "--plot", name, cwd=tmp_path)
+    assert_user_error(result, f"--plot {name}", named)
+    if "extension" in named or "format" in named:
+        assert ".png, " in result.stderr and ".svg, " in result.stderr  # the formats matplotlib writes
+    assert result.stdout == ""  # refused before any run is read
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["plots", "taken.png"]
+    assert (tmp_path / "taken.png").read_bytes() == b"the user's own picture" and not list((tmp_path / "plots").iterdir())

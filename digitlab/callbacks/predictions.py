@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,7 +12,7 @@ import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from digitlab.errors import UserError
+from digitlab.errors import PredictionsNotWritten, UserError
 
 MNIST_ROWS = 10  # rows printed for the MNIST test set when `max_rows` is not given
 
@@ -26,8 +27,9 @@ class PredictionWriter(BasePredictionWriter):
     are gathered and printed once, in the data set's order.
 
     Args:
-        csv: Also write every row to this CSV file; its folder is created if needed. An existing file is
-            never overwritten: the run is refused before it starts.
+        csv: Also write every row to this new CSV file; its folder is created if needed. An existing file or
+            folder of that name, or a place that cannot be written, is refused before anything is predicted.
+            If the file still cannot be written at the end (a full disk), every row is printed instead.
         max_rows: Rows to print (the CSV file gets them all). Default: every picture of your own, the first
             10 images of the MNIST test set.
     """
@@ -35,11 +37,8 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, csv: Optional[str] = None, max_rows: Optional[int] = None) -> None:
         super().__init__(write_interval="batch")
         self.csv = Path(csv) if csv is not None else None
-        if self.csv is not None and self.csv.exists():
-            raise UserError(
-                f"predictions.csv={csv} already exists and digitlab never overwrites a file. Choose another "
-                "name (`--predictions.csv predictions_2.csv`) or move the file away."
-            )
+        if self.csv is not None:
+            check_destination(self.csv)
         if max_rows is not None and max_rows < 0:
             raise UserError(f"predictions.max_rows={max_rows} is not valid: expected 0 or more.")
         self.max_rows = max_rows
@@ -71,17 +70,27 @@ class PredictionWriter(BasePredictionWriter):
             return
         own_pictures = "file" in rows[0]
         shown = self.max_rows if self.max_rows is not None else (len(rows) if own_pictures else MNIST_ROWS)
+        if self.csv is not None:
+            try:
+                write_csv(self.csv, rows)
+            except PredictionsNotWritten:
+                # Every row, since the file that should have held them is not there: nothing is lost.
+                pl_module.print("\n".join(self._summary(rows, len(rows))))
+                raise
+        lines = self._summary(rows, shown) + ([f"Predictions written to {self.csv}"] if self.csv is not None else [])
+        pl_module.print("\n".join(lines))  # through the progress bar, if any, so that the two do not mix
+
+    def _summary(self, rows: list[dict[str, Any]], shown: int) -> list[str]:
+        """The first `shown` rows as a table, how many more there are, and the accuracy on MNIST's test set."""
         lines = format_table(rows[:shown]) if shown > 0 else []
         if len(rows) > shown:
             hint = f" (all of them in {self.csv})" if self.csv else " (`--predictions.csv FILE` writes them all)"
             lines.append(f"... {len(rows) - shown} more rows{hint}")
-        if not own_pictures:
+        if "file" not in rows[0]:
             correct = sum(row["predicted"] == row["target"] for row in rows)
             lines.append(f"Accuracy against the labels: {correct / len(rows):.4f} ({correct} of {len(rows)} images)")
-        if self.csv is not None:
-            write_csv(self.csv, rows)
-            lines.append(f"Predictions written to {self.csv}")
-        pl_module.print("\n".join(lines))  # through the progress bar, if any, so that the two do not mix
+        return lines
+
 
 def format_table(rows: list[dict[str, Any]]) -> list[str]:
     """Rows of equal keys as lines of aligned columns: file names left-aligned, numbers right-aligned."""
@@ -98,16 +107,47 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
     return [line(header), *map(line, cells)]
 
 
+def check_destination(path: Path) -> None:
+    """Refuse, before anything is predicted, a CSV file that could not be written at the end."""
+    fix = "Choose another file (`--predictions.csv predictions_2.csv`)"
+    if path.is_dir():
+        raise UserError(f"predictions.csv={path} is a folder; give a file name, such as {path / 'predictions.csv'}.")
+    if os.path.lexists(path):
+        raise UserError(f"predictions.csv={path} already exists and digitlab never overwrites a file. {fix} or "
+                        "move the file away.")
+    folder = next(folder for folder in path.parents if os.path.lexists(folder))  # "." at the latest
+    if not folder.is_dir():
+        raise UserError(f"predictions.csv={path} cannot be written: {folder} is a file, not a folder. {fix}.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"predictions.csv={path} cannot be written: the folder {folder} is read-only or not "
+                        f"yours (permission denied). {fix} in a folder you can write to.")
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write `rows` to a new file at `path`; refuse to replace one that appeared since the run started."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `rows` to a new file at `path`, never replacing one (not even one that appeared during the run).
+
+    A file that cannot be completed (a full disk, a folder whose permissions changed) is removed, not left
+    half written.
+    """
+    created = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("x", newline="") as stream:
+            created = True
             writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    except FileExistsError:
-        raise UserError(f"predictions.csv={path} appeared during the run; digitlab never overwrites a file.") from None
+    except OSError as error:
+        if created:
+            path.unlink(missing_ok=True)
+        if isinstance(error, FileExistsError) and not created and os.path.lexists(path):
+            why = "a file of that name appeared during the run, and digitlab never overwrites a file"
+        else:
+            why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+        raise PredictionsNotWritten(
+            f"predictions.csv={path} could not be written: {why}. Every prediction is printed instead; to get "
+            "the file, run again with `--predictions.csv` in a place with room and write permission."
+        ) from None
 
 
 def _dataloader(trainer: Trainer, dataloader_idx: int) -> Any:

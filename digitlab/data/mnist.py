@@ -4,6 +4,7 @@ batched by slicing."""
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any, Optional, Union
 
@@ -90,14 +91,15 @@ class MNISTDataModule(LightningDataModule):
             layout. Default: ``$DIGITLAB_DATA_DIR``, else ``data/``.
         val_split: Validation images taken from the 60,000 training images: a count (``5000``) or a
             fraction (``0.2``). ``0`` means no validation. The test set is always the official 10,000.
-        seed: Seed of the train/validation split and of the shuffling (each epoch's order depends only on
-            the seed and the epoch, so a resumed run sees the same batches); the same seed, the same split.
+        seed: Seed of the train/validation split and of the shuffling, 0 to 2**63 - 1 (each epoch's order
+            depends only on the seed and the epoch, so a resumed run sees the same batches); the same seed, the
+            same split.
         batch_size: Images per batch, per process: under DDP every process gets this many, so the global
             batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
             number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
             metrics) rather than repeated, so every image counts exactly once.
-        num_workers: DataLoader worker processes. The data is already in memory, so 0 is fastest; data on
-            a GPU (`on_device`) uses none.
+        num_workers: DataLoader worker processes, at most the number of CPUs this process may use. The data
+            is already in memory, so 0 is fastest; data on a GPU (`on_device`) uses none.
         pin_memory: Pin batches in page-locked memory, for a faster copy to a GPU (with ``on_device: false``).
         on_device: Keep the data sets on the training device and slice each batch there: no copy from host
             memory per batch, no worker process (MNIST is 55 MB). ``None``: on when the trainer runs on a GPU
@@ -126,7 +128,10 @@ class MNISTDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
-        _check_value("num_workers", num_workers, num_workers >= 0, "0 or more")
+        _check_value("seed", seed, 0 <= seed < 2**63, "an integer from 0 to 2**63 - 1")
+        cpus = usable_cpus()
+        _check_value("num_workers", num_workers, 0 <= num_workers <= cpus,
+                     f"0 to {cpus}, the CPUs this process may use (the data is in memory: 0 is fastest)")
         _check_value("val_split", val_split, val_split >= 0, "0 (no validation), a count, or a fraction in [0, 1)")
         if isinstance(val_split, float):
             _check_value("val_split", val_split, val_split < 1, "a fraction below 1 (or a count of images)")
@@ -280,6 +285,11 @@ class MNISTDataModule(LightningDataModule):
         """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""
         images, labels = batch
         return images.unsqueeze(1).float().div_(255), labels
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on: its affinity, which taskset, a cgroup's cpuset or SLURM restrict."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_value(name: str, value: Any, ok: bool, expected: str) -> None:

@@ -12,6 +12,7 @@ this module (through `MNISTDataModule`), and only `digitlab predict` reads pictu
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
@@ -32,6 +33,10 @@ INK = 0.1  # after stretching ink to [0, 1], fainter pixels are noise (paper tex
 STROKE = 0.3  # the digit's box holds the pixels above this level (isolated noise stays below) ...
 EDGE, FAINT = 0.05, 0.15  # ... grown by their faint edges (above FAINT), up to EDGE × the box's size around it
 MIN_CONTRAST = 0.05  # a picture whose ink stands out less than this from its background holds no digit
+MIN_SIDE = 4  # pixels: on a narrower picture the background (`_background`) cannot be told from the ink
+# Larger pictures are refused before they are decoded. A 12 MP phone photo (4032×3024) fits; preparing a picture
+# at the limit takes about 0.3 GB and 1.5 s; a 13000×13000 PNG of 218 KB took 3.4 GB (Pillow allows 179 MP).
+MAX_PIXELS = 4096 * 4096
 
 Sources = Union[str, Path, Sequence[Union[str, Path]]]
 
@@ -76,12 +81,25 @@ def load_images(sources: Sources) -> OwnImages:
     images, names, skipped = [], [], []
     for path in find_image_files(sources):
         try:
-            images.append(to_mnist(read_greyscale(path)))
+            images.append(prepare_picture(path))
             names.append(str(path))
         except ImageError as error:
             skipped.append((str(path), str(error)))
     stacked = torch.stack(images) if images else torch.empty(0, SIZE, SIZE, dtype=torch.uint8)
     return OwnImages(stacked, names, skipped)
+
+
+def prepare_picture(path: Union[str, Path]) -> torch.Tensor:
+    """One picture file as an MNIST digit, uint8 ``[28, 28]``; `ImageError` says why it cannot be one.
+
+    Whatever goes wrong with one picture is that picture's reason to be skipped: it never stops the others.
+    """
+    try:
+        return to_mnist(read_greyscale(path))
+    except ImageError:
+        raise
+    except Exception as error:  # an odd picture that no check above foresaw: named, with what went wrong
+        raise ImageError(f"could not be prepared ({type(error).__name__}: {error})") from error
 
 
 def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
@@ -97,7 +115,12 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     try:
         if path.stat().st_size == 0:
             raise ImageError("empty file")
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # Pillow's limit (a warning above 89 MP, an error above 179 MP) is far
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # above a digit's: MAX_PIXELS is used
+            opened = Image.open(path)
+        with opened as image:
+            if image.width * image.height > MAX_PIXELS:  # known from the header, before anything is decoded
+                raise ImageError(_too_large(f"{image.width}×{image.height} pixels"))
             image.seek(0)  # the first frame of an animation
             image = ImageOps.exif_transpose(image)  # also decodes: a truncated file fails here
             transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -105,7 +128,9 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
             grey = _grey_array(image)
     except UnidentifiedImageError:
         raise ImageError("not a picture (no image format recognised)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # what Pillow raises
+    except Image.DecompressionBombError:
+        raise ImageError(_too_large("more pixels than Pillow opens")) from None
+    except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises
         raise ImageError(f"unreadable picture ({error})") from None
     if alpha is not None:
         opacity = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255)
@@ -116,9 +141,16 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     return grey
 
 
+def _too_large(size: str) -> str:
+    return (f"too large: {size}, above digitlab's limit of {MAX_PIXELS:,} pixels (4096×4096) for one digit; "
+            "crop or shrink it")
+
+
 def _grey_array(image: Image.Image) -> torch.Tensor:
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit, 32-bit or floating-point grey
         values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise ImageError("pixel values that are not numbers (NaN) or infinite")
         peak = values.max()
         return torch.from_numpy(values / (65535 if peak > 255 else 255 if peak > 1 else 1)).clamp(0, 1)
     return torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255)
@@ -139,6 +171,9 @@ def to_mnist(grey: torch.Tensor) -> torch.Tensor:
 
     if grey.ndim != 2 or grey.numel() == 0:
         raise ImageError(f"expected a non-empty 2-D picture, got shape {tuple(grey.shape)}")
+    if min(grey.shape) < MIN_SIDE:
+        raise ImageError(f"too small to hold a digit: {grey.shape[1]}×{grey.shape[0]} pixels (at least "
+                         f"{MIN_SIDE} on each side)")
     grey = grey.float()
     if grey.median() > (grey.min() + grey.max()) / 2:
         grey = 1 - grey
