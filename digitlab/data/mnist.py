@@ -171,7 +171,8 @@ class MNISTDataModule(LightningDataModule):
         if stage in (None, "test", "predict") and self.test_set is None and not self._predicts_own_images(stage):
             self.test_set = InMemoryDigits(*(self._prepared.pop("test", None) or self._load("test")))
         if stage in (None, "predict") and self.hparams.predict_images is not None and self.predict_set is None:
-            self.predict_set = self._prepared_pictures or self._load_own_images()
+            prepared = self._prepared_pictures
+            self.predict_set = prepared if prepared is not None else self._load_own_images()
             self._prepared_pictures = None
         self._move_to_data_device()
         if self.trainer is not None:  # logged with the hyperparameters: batch_size is per process
