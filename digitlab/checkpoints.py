@@ -11,7 +11,7 @@ import torch
 from digitlab.errors import UserError
 from digitlab.model_arguments import init_arguments
 
-LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # resolved by Lightning itself
+LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # Lightning's: they need state a new process does not have
 
 
 def logs_root(trainer_config: Any) -> Path:
@@ -40,8 +40,13 @@ def newest_last_checkpoint(root: Path) -> Path:
 
 def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
     """`ckpt_path` as a file path: ``last`` becomes the newest ``last.ckpt`` of the runs; a missing file fails."""
-    if ckpt_path is None or ckpt_path in LIGHTNING_KEYWORDS:
-        return ckpt_path
+    if ckpt_path is None:
+        return None
+    if ckpt_path in LIGHTNING_KEYWORDS:
+        raise UserError(
+            f"--ckpt_path {ckpt_path}: digitlab takes the path of a checkpoint file, or `last` for the newest run's "
+            "last.ckpt (a run's best checkpoint is in its checkpoints/ folder, named best-*.ckpt)."
+        )
     if ckpt_path == "last":
         return str(newest_last_checkpoint(logs_root(trainer_config)))
     path = Path(ckpt_path)

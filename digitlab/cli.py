@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-from digitlab.errors import PluginWarning, SkippedFileWarning, UserError
+from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
 from digitlab.model_arguments import init_arguments
 
 
@@ -67,7 +67,7 @@ _other_format_warning = warnings.formatwarning  # Lightning's, once `_use_warnin
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    if issubclass(category, (PluginWarning, SkippedFileWarning)):  # a user's problem, not code: one plain line
+    if issubclass(category, (PluginWarning, RunWarning, SkippedFileWarning)):  # a user's problem, not code: one plain line
         return f"digitlab: warning: {message}\n"
     return _other_format_warning(message, category, filename, lineno, line)
 

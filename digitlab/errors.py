@@ -31,6 +31,10 @@ class SkippedFileWarning(UserWarning):
     """An input file (a picture to predict) could not be used and was skipped; printed as one line."""
 
 
+class RunWarning(UserWarning):
+    """Something about a run the user should know (it measures untrained weights, say); printed as one line."""
+
+
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; the run stopped without saving the broken weights."""
 

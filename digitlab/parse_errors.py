@@ -11,6 +11,8 @@ from typing import Iterable
 from digitlab.config_yaml import ConfigTooLarge, check_size
 
 MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
+_CLASS_PROBLEM = re.compile(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
+                            r"Problem with given class_path '([^']+)':\s*(.+?)(?: - |$)")
 _UNKNOWN_KEY = (
     re.compile(r"does not accept option '([^']+)'"),
     re.compile(r"unrecognized arguments: --([^\s=]+)"),
@@ -47,6 +49,14 @@ def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str |
         parts = [_name_the_file_that_is_not_text(error, args)]
     elif parts[0].startswith("Problems parsing config"):
         parts = [_name_the_broken_file(args) or parts[0]]
+    elif parts[0].startswith("Unexpected config"):
+        parts = [_name_the_empty_file(args) or parts[0]]
+    elif found := _CLASS_PROBLEM.search(words):  # jsonargparse lists every type it tried: keep what went wrong
+        key, class_path, problem = found.groups()
+        parts = [f"{key}: {class_path}: {problem.strip().rstrip('.')}."]
+        if required := re.search(r"arguments are required: ([\w, ]+)", problem):
+            first = required.group(1).split(",")[0].strip()
+            parts.append(f"Give them in its init_args (for example `--{key}.{first} VALUE`).")
     for pattern in _UNKNOWN_KEY:
         found = pattern.search(parts[0])
         if found:
@@ -80,6 +90,20 @@ def _name_the_file_that_is_not_text(error: UnicodeDecodeError, args: list[str]) 
             return (f"The config file {value} is not {undecodable.encoding.upper()} text ({where}): is it the "
                     "right file? A config is YAML, saved as plain UTF-8 text.")
     return f"A config file is not text ({error}). A config is YAML, saved as plain UTF-8 text."
+
+
+def _name_the_empty_file(args: list[str]) -> str | None:
+    """jsonargparse says "Unexpected config:" for a config file that sets nothing: say which file."""
+    import yaml
+
+    for value in _config_files(args):
+        try:
+            if yaml.safe_load(Path(value).read_text()) is None:
+                return (f"The config file {value} is empty (or holds only comments): it sets nothing. Start from "
+                        "one of configs/*.yaml, which set model:, data: and trainer:.")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+    return None
 
 
 def _name_the_broken_file(args: list[str]) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +51,19 @@ def release_if_empty(folder: Optional[Path]) -> None:
         folder.rmdir()  # refuses a folder that holds anything: never removes a file
     except OSError:
         pass
+
+
+RUN_START_FILES = ("events.out.tfevents.*", "hparams.yaml", "config.yaml", "metrics.csv")
+
+
+def discard_unstarted(folder: Optional[Path]) -> None:
+    """Remove a run folder this command claimed, when the run was refused before it trained anything: it then
+    holds only what every run writes as it starts (its config, hyperparameters, an events file), no checkpoint."""
+    if folder is None or rank_zero_only.rank != 0 or not folder.is_dir():
+        return
+    started = [p for p in folder.rglob("*") if p.is_file() and not any(p.match(f) for f in RUN_START_FILES)]
+    if not started and not (folder / "checkpoints").exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_folder_of(ckpt_path: str) -> Optional[Path]:

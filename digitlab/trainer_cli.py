@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import random
 import sys
 import warnings
 from argparse import ArgumentError
@@ -12,9 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning.fabric.plugins import CheckpointIO
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
@@ -30,9 +29,10 @@ from digitlab.model_names import YAML_MODE, register_yaml_loader, rewrite_model_
 from digitlab.models import DigitModel
 from digitlab.parse_errors import explain
 from digitlab.registry import discover_models, model_entries
-from digitlab.run_folders import EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, release_if_empty, run_folder_of
+from digitlab.run_checks import CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal, warn_if_untrained
+from digitlab.run_folders import (EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, discard_unstarted, release_if_empty,
+                                  run_folder_of)
 
-MIN_CPU_PROCESSES = 4  # DDP on CPU processes is allowed up to max(this, the number of cores)
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 EPILOG = (
     "Run `digitlab models` to list the models, `digitlab report` to compare the runs in lightning_logs, "
@@ -59,8 +59,11 @@ class DigitLabCLI(LightningCLI):
                 args=args,
                 **kwargs,
             )
-        except BaseException:
-            release_if_empty(self.run_folder)  # a command that failed before its run began leaves no folder
+        except BaseException as error:
+            # A mistake refused before anything was trained leaves no run folder behind.
+            if isinstance(error, UserError) and error.exit_code == 2:
+                discard_unstarted(self.run_folder)
+            release_if_empty(self.run_folder)
             raise
 
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
@@ -107,12 +110,14 @@ class DigitLabCLI(LightningCLI):
                 raise UserError(f"--ckpt_path {config.ckpt_path}: its hyperparameters do not fit "
                                 f"{model_class.__name__}: {str(error)[:500]}") from None
 
-    def _check_checkpoint_fits(self) -> None:
+    def _before_run(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if self.checkpoint is not None:
-            checkpoints.check_fits(self.config[self.subcommand].ckpt_path, self.checkpoint, self.model)
+            checkpoints.check_fits(ckpt_path, self.checkpoint, self.model)
             self.checkpoint = None  # Lightning reads the file again itself: do not hold two copies
+        warn_if_untrained(self.trainer, self.subcommand, ckpt_path)
 
-    before_fit = before_validate = before_test = before_predict = _check_checkpoint_fits
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self.config[self.subcommand]
@@ -121,14 +126,20 @@ class DigitLabCLI(LightningCLI):
         kwargs.setdefault("plugins", _with_atomic_checkpoints(self.config_init[self.subcommand].trainer.get("plugins")))
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as error:
-            raise UserError(
-                f"The trainer settings cannot run on this machine: {error} Check trainer.accelerator and "
-                "trainer.devices (`--config configs/trainer/cpu.yaml` runs anywhere)."
-            ) from None
-        _refuse_too_many_processes(trainer)
+        except CONSTRUCTION_ERRORS as error:
+            raise lightning_refusal(error, self.subcommand) or error
+        check_trainer(trainer, self.datamodule.hparams.get("val_split"))
         self._refuse_existing_run_folder(trainer)
         return trainer
+
+    def _set_seed(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_config(config)
+        if config.get("seed_everything") is True:
+            # Lightning would seed 0 every time ("No seed found"): a random seed, written into config.yaml so
+            # that the run replays. DDP's other processes inherit the first one's through PL_GLOBAL_SEED.
+            config.seed_everything = int(os.environ.get("PL_GLOBAL_SEED") or random.SystemRandom().randrange(2**32))
+        super()._set_seed()
 
     def _run_loggers(self, config: Any) -> Any:
         """The loggers, all file loggers writing into one run folder claimed for this run: a new
@@ -151,6 +162,11 @@ class DigitLabCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except SIGTERMException:
             raise _stopped(self.trainer, subcommand) from None
+        except LIGHTNING_ERRORS as error:
+            refusal = lightning_refusal(error, subcommand) if self.trainer.global_step == 0 else None
+            if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
+                raise
+            raise refusal from None
 
     def _refuse_existing_run_folder(self, trainer: Trainer) -> None:
         if os.environ.get("SLURM_RESTART_COUNT"):  # a requeued SLURM job resumes in its own folder on purpose
@@ -259,18 +275,6 @@ def _stopped(trainer: Trainer, subcommand: str) -> Stopped:
     return Stopped(f"by {signal_name} {what}", exit_code=130 if signal_name.startswith("Ctrl-C") else 143)
 
 
-def _refuse_too_many_processes(trainer: Trainer) -> None:
-    """CPU "devices" are processes, each holding a copy of the model and data: a typo such as 64 would start
-    64 of them and exhaust the machine's memory. A few more than the cores is fine for trying DDP out."""
-    limit = max(MIN_CPU_PROCESSES, os.cpu_count() or 1)
-    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > limit:
-        raise UserError(
-            f"trainer.devices={trainer.num_devices} on the CPU would start {trainer.num_devices} processes per node, "
-            f"more than this machine can hold (at most {limit}: its {os.cpu_count()} cores, or {MIN_CPU_PROCESSES}). "
-            "Use fewer devices (`--config configs/trainer/cpu_ddp.yaml` runs 2), or run on GPUs."
-        )
-
-
 def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     """The configured trainer plugins, with `AtomicCheckpointIO` unless one of them writes checkpoints."""
     plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
@@ -320,6 +324,8 @@ def _quiet_lightning_notices() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.14
     # Lightning's all_gather (the mistakes picture under DDP) vs torch 2.14:
     warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    # Every epoch logs its training metrics anyway; a short epoch loses nothing:
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # jsonargparse vs LightningCLI's own calls (nothing a user can change):
     warnings.filterwarnings("ignore", message=r"\s*skip_none parameter was deprecated")
     for handler in logging.getLogger("lightning.pytorch").handlers:

@@ -203,3 +203,52 @@ def test_a_genuine_bug_still_shows_its_traceback(tmp_path, data):
                           "false", *QUIET, *SMALL, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (("--config", str(conftest.REPO / "configs/lenet5.yaml"), "--data.val_split", "0"),
+         "EarlyStopping monitors val/loss, but data.val_split is 0"),
+        (("--trainer.callbacks+=digitlab.callbacks.ModelCheckpoint",
+          "--trainer.callbacks+=digitlab.callbacks.ModelCheckpoint"), "more than one stateful callback"),
+        (("--seed_everything", "-1"), "seed_everything=-1 is out of range"),
+        (("--seed_everything", str(10**23)), "is out of range"),
+        (("--data.seed", "-1"), "data.seed=-1"),
+        (("--trainer.accumulate_grad_batches", "0"), "accumulate_grad_batches"),
+        (("--trainer.val_check_interval", "1000"), "`val_check_interval` (1000) must be less than"),
+        (("--trainer.strategy", "nonsense"), "invalid strategy name"),
+        (("--trainer.accelerator", "tpu"), "torch_xla"),
+        (("--trainer.max_epochs", "-5"), "`max_epochs` must be a non-negative integer"),
+        (("--ckpt_path", "best"), "--ckpt_path best"),
+        (("--ckpt_path", "hpc"), "--ckpt_path hpc"),
+        (("--trainer.devices", "64", "--trainer.accelerator", "cpu"), "would start 64 processes"),
+    ],
+)
+def test_settings_lightning_refuses_are_one_paragraph_before_any_run_folder(tmp_path, data, args, named):
+    assert_user_error(fit(tmp_path, data, "--data.verify", "false", *args), named)
+    assert_nothing_written(tmp_path)
+    assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").iterdir())
+
+
+def test_a_file_as_default_root_dir(tmp_path, data):
+    (tmp_path / "afile").write_text("x")
+    assert_user_error(fit(tmp_path, data, "--trainer.default_root_dir", "afile"), "default_root_dir=afile is a file")
+
+
+def test_an_empty_config_is_named(tmp_path, data):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    assert_user_error(fit(tmp_path, data, "--config", "empty.yaml"), "empty.yaml is empty")
+
+
+@pytest.mark.console_script  # pytest captures warnings in its own process
+@pytest.mark.parametrize("args, said", [
+    (("fit", "--trainer.max_epochs", "0"), "no training step will run"),
+    (("fit", "--trainer.limit_train_batches", "0"), "no training step will run"),
+    (("test",), "`test` without --ckpt_path uses the model's initial, untrained weights"),
+])
+def test_measuring_untrained_weights_is_said(tmp_path, data, args, said):
+    result = run_digitlab(*args, "--model", "lenet5", "--data.data_dir", str(data), *QUIET, "--data.val_split", "40",
+                          "--data.verify", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"digitlab: warning: {said}" in result.stderr

@@ -284,6 +284,8 @@ class MNISTDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""
+        if isinstance(batch, torch.Tensor):  # the model's example input (model summary): already a model input
+            return batch
         images, labels = batch
         return images.unsqueeze(1).float().div_(255), labels
 

@@ -58,6 +58,7 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         if owns_optimizer:
             _check_optimizer(optimizer)
         self.num_classes = num_classes
+        self.example_input_array = torch.zeros(1, 1, 28, 28)  # the model summary shows shapes and FLOPs from it
         # One metric object per stage; torchmetrics syncs their states across processes when computing.
         self.val_acc, self.test_acc = _accuracy(num_classes), _accuracy(num_classes)
         self.train_acc = MeanMetric()  # of batch accuracies weighted by images: fed from _train_totals

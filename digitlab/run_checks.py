@@ -1,0 +1,93 @@
+"""Settings that Lightning rejects only once the run is under way, or with a traceback: checked before a run
+starts, each as one paragraph. Lightning's own refusals are translated in one place (`lightning_refusal`)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Optional
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
+
+from digitlab.errors import RunWarning, UserError
+
+MIN_CPU_PROCESSES = 4  # DDP on CPU processes is allowed up to max(this, the number of cores)
+POSITIVE_TRAINER_COUNTS = ("accumulate_grad_batches", "check_val_every_n_epoch")
+SEED_RANGE = (0, 2**32 - 1)  # what seed_everything accepts (numpy's seeds)
+LIGHTNING_ERRORS = (MisconfigurationException, ValueError, ImportError)  # how Lightning refuses a setting
+# ...and, while it makes the trainer (which only checks settings), as RuntimeError: two callbacks of one kind
+# whose states would collide.
+CONSTRUCTION_ERRORS = (*LIGHTNING_ERRORS, RuntimeError)
+LIGHTNING_PACKAGES = {"lightning", "lightning_fabric", "lightning_utilities", "pytorch_lightning"}
+
+
+def check_config(config: Any) -> None:
+    """What can be refused from the config alone, before anything is made."""
+    seed = config.get("seed_everything")
+    if not isinstance(seed, bool) and isinstance(seed, int) and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise UserError(f"seed_everything={seed} is out of range: expected {SEED_RANGE[0]} to {SEED_RANGE[1]}, "
+                        "or true for a random seed (false: no seeding).")
+    for key in POSITIVE_TRAINER_COUNTS:  # Lightning divides by these without checking them
+        value = config.trainer.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise UserError(f"trainer.{key}={value} is not valid: expected a positive integer. Fix it in the "
+                            f"config's trainer section or with `--trainer.{key}`.")
+    root = config.trainer.get("default_root_dir")
+    if root and Path(root).exists() and not Path(root).is_dir():
+        raise UserError(f"trainer.default_root_dir={root} is a file, not a folder: runs and checkpoints are written "
+                        "under it. Give a folder (it is created if needed).")
+
+
+def check_trainer(trainer: Trainer, val_split: Any) -> None:
+    """What can be refused once the trainer and its callbacks exist, before they run."""
+    limit = max(MIN_CPU_PROCESSES, os.cpu_count() or 1)
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > limit:
+        # CPU "devices" are processes, each with a copy of the model and data: a typo such as 64 would exhaust
+        # the machine's memory. A few more than the cores is fine for trying DDP out.
+        raise UserError(
+            f"trainer.devices={trainer.num_devices} on the CPU would start {trainer.num_devices} processes per node, "
+            f"more than this machine can hold (at most {limit}: its {os.cpu_count()} cores, or {MIN_CPU_PROCESSES}). "
+            "Use fewer devices (`--config configs/trainer/cpu_ddp.yaml` runs 2), or run on GPUs."
+        )
+    if val_split == 0:
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("val/"):
+                raise UserError(
+                    f"The callback {type(callback).__name__} monitors {monitor}, but data.val_split is 0: there is no "
+                    "validation. Set data.val_split (e.g. 5000), or remove the callback or let it monitor a "
+                    "train/ metric."
+                )
+
+
+def warn_if_untrained(trainer: Trainer, subcommand: str, ckpt_path: Optional[str]) -> None:
+    """A run that reports the accuracy of weights nothing was learned into says so."""
+    if subcommand == "fit":
+        nothing = trainer.max_epochs == 0 or trainer.max_steps == 0 or trainer.limit_train_batches == 0
+        if nothing and not ckpt_path:
+            warnings.warn("no training step will run (max_epochs, max_steps or limit_train_batches is 0): what "
+                          "follows is measured on untrained weights.", RunWarning)
+    elif not ckpt_path:
+        warnings.warn(f"`{subcommand}` without --ckpt_path uses the model's initial, untrained weights. Give a "
+                      "checkpoint (`--ckpt_path last` for the newest run's).", RunWarning)
+
+
+def lightning_refusal(error: BaseException, subcommand: str) -> Optional[UserError]:
+    """Lightning's refusal of a setting (one of `CONSTRUCTION_ERRORS` raised in Lightning's own code; the caller
+    narrows the types where it matters) as a `UserError` in Lightning's words; None for anything else."""
+    if not isinstance(error, CONSTRUCTION_ERRORS) or not _raised_in_lightning(error.__traceback__):
+        return None
+    words = " ".join(str(error).split())
+    return UserError(f"Lightning refused the run's settings: {words} Check the config's trainer section (or the "
+                     f"`--trainer.*` options; `digitlab {subcommand} --help` lists them).")
+
+
+def _raised_in_lightning(traceback: Optional[TracebackType]) -> bool:
+    last = None
+    while traceback is not None:
+        last, traceback = traceback, traceback.tb_next
+    return last is not None and not LIGHTNING_PACKAGES.isdisjoint(Path(last.tb_frame.f_code.co_filename).parts)
