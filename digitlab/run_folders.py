@@ -17,6 +17,8 @@ from typing import Optional
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from digitlab.errors import UserError
+
 RUN_PREFIX = "version_"
 EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 
@@ -41,6 +43,21 @@ def claim(root: Path, prefix: str = RUN_PREFIX) -> Path:
             return folder
         except FileExistsError:  # another process claimed it between our look and our mkdir
             number += 1
+
+
+def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
+    """``root/version_{job_id}``, Lightning's run folder for a SLURM job: every rank knows the job's id, and a
+    requeued job (SLURM_RESTART_COUNT set) continues in its own folder."""
+    folder = root / f"{RUN_PREFIX}{job_id}"
+    if rank_zero_only.rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=requeued)
+        except FileExistsError:  # a folder left by another job of the same id is never shared
+            raise UserError(f"The run folder {folder} already exists: another SLURM job with id {job_id} wrote it, "
+                            "and digitlab never writes into an earlier run. Move it away, or set "
+                            "trainer.default_root_dir to another folder.") from None
+    return folder
 
 
 def release_if_empty(folder: Optional[Path]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -30,7 +31,8 @@ from digitlab.models import DigitModel
 from digitlab.parse_errors import explain
 from digitlab.registry import discover_models, model_entries
 from digitlab.run_checks import CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal, warn_if_untrained
-from digitlab.run_folders import (EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, discard_unstarted, release_if_empty,
+from digitlab.run_folders import (EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, claim_job_folder, discard_unstarted,
+                                  release_if_empty,
                                   run_folder_of)
 
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
@@ -154,7 +156,11 @@ class DigitLabCLI(LightningCLI):
                 ckpt_path = config.get("ckpt_path")
                 root = (run_folder_of(ckpt_path) if ckpt_path else None) or root
                 prefix = f"{self.subcommand}_"
-            self.run_folder = claim(root, prefix)
+            job_id = SLURMEnvironment.job_id()
+            if job_id is not None and prefix == RUN_PREFIX:
+                self.run_folder = claim_job_folder(root, job_id, requeued=bool(os.environ.get("SLURM_RESTART_COUNT")))
+            else:
+                self.run_folder = claim(root, prefix)
         return build_loggers(specs, self.run_folder, model_name(config.model))
 
     def _run_subcommand(self, subcommand: str) -> None:

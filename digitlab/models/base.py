@@ -25,8 +25,9 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
     """Base class of all digit classifiers. Subclasses define layers and `forward`; the rest is here.
 
     `forward(x)` takes a float batch ``[N, 1, 28, 28]`` with values in [0, 1] and returns ``[N, 10]`` logits.
-    Metrics are logged as ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss``, ``test/acc`` and ``test/images``; ``hp_metric`` follows ``val/acc_best``, then ``test/acc``.
+    Metrics are logged as ``train/loss_step``, ``train/loss_epoch``, ``train/acc``, ``val/loss``, ``val/acc``,
+    ``val/acc_best``, ``test/loss``, ``test/acc`` and ``test/images``; ``hp_metric`` follows ``val/acc_best``,
+    then ``test/acc``.
     Under DDP a batch may hold padding labelled -100 (`PAD_LABEL`): the loss and the metrics ignore it, so
     every image counts exactly once whatever the number of processes.
 
