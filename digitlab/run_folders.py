@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from digitlab.checkpoints import newest_last_checkpoint
 from digitlab.errors import UserError
 
 RUN_PREFIX = "version_"
@@ -97,3 +100,40 @@ def _folders(root: Path) -> list[Path]:
         return [Path(entry.path) for entry in os.scandir(root) if entry.is_dir()]
     except OSError:
         return []
+
+
+def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str]) -> Path:
+    """The folder of this command's run: a new ``version_N`` under `logs_root` for `fit` (under SLURM,
+    ``version_{job id}``); for an evaluation of a run's checkpoint, a new ``validate_K``, ``test_K`` or
+    ``predict_K`` inside that run's folder (of any other checkpoint, under `logs_root`)."""
+    if subcommand in EVALUATION_SUBCOMMANDS:
+        return claim((run_folder_of(ckpt_path) if ckpt_path else None) or logs_root, f"{subcommand}_")
+    job_id = SLURMEnvironment.job_id()
+    if job_id is not None:
+        return claim_job_folder(logs_root, job_id, requeued=bool(os.environ.get("SLURM_RESTART_COUNT")))
+    return claim(logs_root)
+
+
+def with_run_config(args: list[str]) -> list[str]:
+    """`args`, plus ``--config RUN/config.yaml`` when an evaluation names a run's checkpoint and no config:
+    ``digitlab test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt`` tests it as it was trained."""
+    if not args or args[0] not in EVALUATION_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=")
+                                                                for a in args):
+        return args
+    ckpt_path = _option(args, "--ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = str(newest_last_checkpoint(Path("lightning_logs")))
+    run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
+    if run is None or not (run / "config.yaml").is_file():
+        return args
+    print(f"digitlab: using the run's config, {run / 'config.yaml'}", file=sys.stderr)
+    return [args[0], "--config", str(run / "config.yaml"), *args[1:]]
+
+
+def _option(args: list[str], name: str) -> Optional[str]:
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None

@@ -13,27 +13,25 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lightning.fabric.plugins import CheckpointIO
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab import checkpoints
-from digitlab.callbacks import ModelCheckpoint, PredictionWriter, SaveOnInterrupt, default_callbacks, picture_callbacks
+from digitlab.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
+from digitlab.callbacks.interrupt import stop_report
 from digitlab.checkpoint_io import AtomicCheckpointIO
 from digitlab.data import MNISTDataModule
-from digitlab.errors import Stopped, UserError
+from digitlab.errors import UserError
 from digitlab.loggers import build_loggers, logger_specs, writes_run_folder
 from digitlab.model_names import YAML_MODE, register_yaml_loader, rewrite_model_args
 from digitlab.models import DigitModel
 from digitlab.parse_errors import explain
 from digitlab.registry import discover_models, model_entries
-from digitlab.run_checks import CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal, warn_if_untrained
-from digitlab.run_folders import (EVALUATION_SUBCOMMANDS, RUN_PREFIX, claim, claim_job_folder, discard_unstarted,
-                                  release_if_empty,
-                                  run_folder_of)
+from digitlab.run_checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal,
+                                 warn_if_untrained)
+from digitlab.run_folders import claim_run_folder, discard_unstarted, release_if_empty, with_run_config
 
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 EPILOG = (
@@ -95,7 +93,7 @@ class DigitLabCLI(LightningCLI):
         if config is None:
             return
         config.ckpt_path = checkpoints.resolve(config.get("ckpt_path"), config.trainer)
-        if not config.ckpt_path or config.ckpt_path in checkpoints.LIGHTNING_KEYWORDS:
+        if not config.ckpt_path:
             return
         self.checkpoint = checkpoints.load(config.ckpt_path, config.get("weights_only"))
         if subcommand == "fit" and "optimizer_states" not in self.checkpoint:
@@ -144,30 +142,20 @@ class DigitLabCLI(LightningCLI):
         super()._set_seed()
 
     def _run_loggers(self, config: Any) -> Any:
-        """The loggers, all file loggers writing into one run folder claimed for this run: a new
-        ``version_N`` for `fit`; for an evaluation of a run's checkpoint, ``validate_K``, ``test_K`` or
-        ``predict_K`` inside that run's folder (elsewhere, beside the runs)."""
+        """The loggers, every file logger writing into the one run folder claimed for this run."""
         specs = logger_specs(config.trainer.get("logger"), str(config.trainer.get("default_root_dir") or "."))
         if not specs:
             return False
         if any(writes_run_folder(spec) for spec in specs):
-            root, prefix = checkpoints.logs_root(config.trainer), RUN_PREFIX
-            if self.subcommand in EVALUATION_SUBCOMMANDS:
-                ckpt_path = config.get("ckpt_path")
-                root = (run_folder_of(ckpt_path) if ckpt_path else None) or root
-                prefix = f"{self.subcommand}_"
-            job_id = SLURMEnvironment.job_id()
-            if job_id is not None and prefix == RUN_PREFIX:
-                self.run_folder = claim_job_folder(root, job_id, requeued=bool(os.environ.get("SLURM_RESTART_COUNT")))
-            else:
-                self.run_folder = claim(root, prefix)
+            self.run_folder = claim_run_folder(self.subcommand, checkpoints.logs_root(config.trainer),
+                                               config.get("ckpt_path"))
         return build_loggers(specs, self.run_folder, model_name(config.model))
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
         except SIGTERMException:
-            raise _stopped(self.trainer, subcommand) from None
+            raise stop_report(self.trainer, subcommand) from None
         except LIGHTNING_ERRORS as error:
             refusal = lightning_refusal(error, subcommand) if self.trainer.global_step == 0 else None
             if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
@@ -264,54 +252,12 @@ def model_name(model_config: Any) -> Optional[str]:
     return names.get(class_path, class_path.rsplit(".", 1)[-1])
 
 
-def _stopped(trainer: Trainer, subcommand: str) -> Stopped:
-    """What a SIGINT/SIGTERM stop did, as the message `digitlab` prints (exit code 130 or 143)."""
-    stop = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
-    signal_name = (stop.signal_name if stop else None) or "SIGTERM"
-    if stop is not None and stop.saved is not None:
-        what = (f"at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {stop.saved}. Resume with "
-                "`digitlab fit --config ... --ckpt_path last`.")
-    elif trainer.state.fn == TrainerFn.TESTING and subcommand == "fit":
-        what = ("during the test after fit. Training had finished and its checkpoints are in place: "
-                "`digitlab test --ckpt_path ...` tests one again.")
-    elif subcommand == "fit":
-        what = "before training started (or with no checkpoint callback): no checkpoint was saved."
-    else:
-        what = f"during `{subcommand}`, which saves no checkpoint: run it again."
-    return Stopped(f"by {signal_name} {what}", exit_code=130 if signal_name.startswith("Ctrl-C") else 143)
-
-
 def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     """The configured trainer plugins, with `AtomicCheckpointIO` unless one of them writes checkpoints."""
     plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
     return plugins
-
-
-def with_run_config(args: list[str]) -> list[str]:
-    """`args`, plus ``--config RUN/config.yaml`` when an evaluation names a run's checkpoint and no config:
-    ``digitlab test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt`` tests it as it was trained."""
-    if not args or args[0] not in EVALUATION_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=")
-                                                                for a in args):
-        return args
-    ckpt_path = _option(args, "--ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(checkpoints.newest_last_checkpoint(Path("lightning_logs")))
-    run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
-    if run is None or not (run / "config.yaml").is_file():
-        return args
-    print(f"digitlab: using the run's config, {run / 'config.yaml'}", file=sys.stderr)
-    return [args[0], "--config", str(run / "config.yaml"), *args[1:]]
-
-
-def _option(args: list[str], name: str) -> Optional[str]:
-    for index, arg in enumerate(args):
-        if arg == name and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def _holds_files(folder: Path) -> bool:
@@ -335,7 +281,8 @@ def _quiet_lightning_notices() -> None:
     # jsonargparse vs LightningCLI's own calls (nothing a user can change):
     warnings.filterwarnings("ignore", message=r"\s*skip_none parameter was deprecated")
     for handler in logging.getLogger("lightning.pytorch").handlers:
-        handler.addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
+        handler.addFilter(lambda record: not record.getMessage().startswith("💡 Tip") and
+                          "LitLogger" not in record.getMessage())
 
 
 def run(args: Optional[list[str]] = None) -> None:

@@ -11,6 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from digitlab.errors import Stopped
+
 VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 
 
@@ -79,3 +81,20 @@ def _validation_not_started(checkpoint: dict[str, Any]) -> None:
     for counts in (progress["total"], progress["current"]):
         counts.update(ready=1, started=1, processed=0, completed=0)
     progress["is_last_batch"] = False
+
+
+def stop_report(trainer: Trainer, subcommand: str) -> Stopped:
+    """What a SIGINT/SIGTERM stop did, as the message `digitlab` prints (exit code 130 or 143)."""
+    stop = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+    signal_name = (stop.signal_name if stop else None) or "SIGTERM"
+    if stop is not None and stop.saved is not None:
+        what = (f"at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {stop.saved}. Resume with "
+                "`digitlab fit --config ... --ckpt_path last`.")
+    elif trainer.state.fn == TrainerFn.TESTING and subcommand == "fit":
+        what = ("during the test after fit. Training had finished and its checkpoints are in place: "
+                "`digitlab test --ckpt_path ...` tests one again.")
+    elif subcommand == "fit":
+        what = "before training started (or with no checkpoint callback): no checkpoint was saved."
+    else:
+        what = f"during `{subcommand}`, which saves no checkpoint: run it again."
+    return Stopped(f"by {signal_name} {what}", exit_code=130 if signal_name.startswith("Ctrl-C") else 143)
