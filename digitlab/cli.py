@@ -119,6 +119,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
                          "digitlab.report:report_command"),
+    "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
+                         "digitlab.export:export_command"),
 }
 
 
