@@ -121,6 +121,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          "digitlab.report:report_command"),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
                          "digitlab.export:export_command"),
+    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.serve:serve_command"),
 }
 
 

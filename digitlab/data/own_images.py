@@ -11,6 +11,7 @@ this module (through `MNISTDataModule`), and only `digitlab predict` reads pictu
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def load_images(sources: Sources) -> OwnImages:
     images, names, skipped = [], [], []
     for path in find_image_files(sources):
         try:
-            images.append(to_mnist(read_greyscale(path)))
+            images.append(prepare_picture(path))
             names.append(str(path))
         except ImageError as error:
             skipped.append((str(path), str(error)))
@@ -84,8 +85,14 @@ def load_images(sources: Sources) -> OwnImages:
     return OwnImages(stacked, names, skipped)
 
 
-def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
-    """A picture file (PNG, JPEG, and whatever else Pillow reads; first frame) as float ``[H, W]`` in [0, 1].
+def prepare_picture(path: Union[str, Path, bytes]) -> torch.Tensor:
+    """A picture file, or its content as bytes (`digitlab serve` receives pictures so), as an MNIST digit."""
+    return to_mnist(read_greyscale(path))
+
+
+def read_greyscale(path: Union[str, Path, bytes]) -> torch.Tensor:
+    """A picture file (PNG, JPEG, and whatever else Pillow reads; first frame), or its content as bytes, as float
+    ``[H, W]`` in [0, 1].
 
     Colours become luma (ITU-R 601); a transparent background is filled with the colour that contrasts with
     what is drawn on it (a black digit on a transparent canvas becomes black on white); the EXIF orientation
@@ -93,11 +100,11 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     try:
-        if path.stat().st_size == 0:
+        if _size(source) == 0:
             raise ImageError("empty file")
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.seek(0)  # the first frame of an animation
             image = ImageOps.exif_transpose(image)  # also decodes: a truncated file fails here
             transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -114,6 +121,10 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
             background = 1.0 if drawn < 0.5 else 0.0
             grey = grey * opacity + background * (1 - opacity)
     return grey
+
+
+def _size(source: Union[Path, io.BytesIO]) -> int:
+    return source.getbuffer().nbytes if isinstance(source, io.BytesIO) else source.stat().st_size
 
 
 def _grey_array(image: Image.Image) -> torch.Tensor:
