@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -65,20 +65,19 @@ def export_command(args: list[str]) -> None:
     data_dir = check_data_dir(options.data_dir, trained)
     images, labels = _test_set(data_dir, options.download, options.verify)
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(descriptor)
+    temporary = _new_file_beside(target)
     try:
         write = write_onnx if options.format == "onnx" else write_torchscript
-        write(trained.model, Path(temporary))
-        run = run_onnx(Path(temporary)) if options.format == "onnx" else run_torchscript(Path(temporary))
+        write(trained.model, temporary)
+        run = run_onnx(temporary) if options.format == "onnx" else run_torchscript(temporary)
         report = compare(trained.model, run, images, labels)
         if not report.passed:
             raise ExportCheckFailed(f"The exported {options.format} model does not compute what {trained.path} "
                                     f"computes on the test images of {data_dir}: {report}. Nothing was written. "
                                     "This is a bug in the export of this model: please report it.")
-        _link(Path(temporary), target)
+        _link(temporary, target)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
     print(f"Wrote {target} ({options.format}, {trained.name} from {trained.path}).")
     print(f"Checked on the {len(labels):,} test images of {data_dir}: {report}.")
 
@@ -173,6 +172,17 @@ def _refuse_existing(target: Path) -> None:
     if target.exists():
         raise UserError(f"{target} already exists and digitlab never overwrites a file. Choose another name with "
                         "--output, or move the file away.")
+
+
+def _new_file_beside(target: Path) -> Path:
+    """A new, empty, hidden file in `target`'s folder, with the permissions a new file gets (unlike mkstemp's 0600)."""
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
 
 
 def _link(temporary: Path, target: Path) -> None:

@@ -63,6 +63,9 @@ def test_every_built_in_model_exports_and_checks(model, format, trained, data_di
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Checked on the 100 test images" in result.stdout and "0 differing predictions" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # a file like any other, not a private temporary one
     # The contract: [N, 1, 28, 28] floats in [0, 1], any N, -> [N, 10] logits, those of the checkpoint.
     checkpoint_model = load_model(str(trained[model])).model
     for batch in (1, 3, 7):

@@ -4,6 +4,7 @@ drawing page in a real headless Chromium, a clean stop on Ctrl-C; and bad starts
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -232,7 +233,9 @@ def test_sixteen_clients_at_once_all_get_their_own_answers(server, pictures, exp
         assert_answer(response, expected[name])
 
 
-def test_the_page_predicts_while_a_digit_is_drawn(server):
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (whose own browser download is not used)."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (.ci/run does) to test the page")
     from playwright.sync_api import sync_playwright
@@ -240,75 +243,73 @@ def test_the_page_predicts_while_a_digit_is_drawn(server):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page()
-            requests = []
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(f"{server.url}/")
-            assert page.inner_text("#digit") == "?" and page.locator(".bar").count() == 10
-            box = page.locator("#pad").bounding_box()
-            x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-            page.mouse.move(x + 0.25 * w, y + 0.2 * h)
-            page.mouse.down()
-            for fx, fy in [(0.75, 0.2), (0.55, 0.5), (0.45, 0.85)]:  # a 7
-                page.mouse.move(x + fx * w, y + fy * h, steps=8)
-            # The answer arrives while the button is still down: the page predicts as the digit is drawn.
-            page.wait_for_function("/^[0-9]$/.test(document.getElementById('digit').textContent)", timeout=20000)
-            page.mouse.up()
-            page.wait_for_timeout(300)  # the last stroke's answer
-            digit = int(page.inner_text("#digit"))
-            heights = page.eval_on_selector_all(".bar", "bars => bars.map(bar => parseFloat(bar.style.height))")
-            assert len(heights) == 10 and abs(sum(heights) - 100) < 1 and heights.index(max(heights)) == digit
-            assert any(url.endswith("/predict") for url in requests)
-            # The page shows what the API says of the page's own picture.
-            drawn = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
-            import base64
-
-            answer = post(server.url, base64.b64decode(drawn.split(",", 1)[1]), "image/png").json()
-            assert answer["digit"] == digit
-            page.click("#clear")
-            assert page.inner_text("#digit") == "?"
-            assert page.eval_on_selector_all(".bar", "bars => bars.map(bar => parseFloat(bar.style.height))") == [0] * 10
-        finally:
-            browser.close()
+        yield browser
+        browser.close()
 
 
-def test_a_touch_draws_too(server):
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (.ci/run does) to test the page")
-    from playwright.sync_api import sync_playwright
+def wait_for_a_digit(page) -> int:
+    page.wait_for_function("/^[0-9]$/.test(document.getElementById('digit').textContent)", timeout=30000)
+    return int(page.inner_text("#digit"))
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_context(has_touch=True, viewport={"width": 400, "height": 800}).new_page()
-            page.goto(f"{server.url}/")
-            box = page.locator("#pad").bounding_box()
-            page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.wait_for_function("/^[0-9]$/.test(document.getElementById('digit').textContent)", timeout=20000)
-        finally:
-            browser.close()
+
+def bar_heights(page) -> list[float]:
+    return page.eval_on_selector_all(".bar", "bars => bars.map(bar => parseFloat(bar.style.height))")
+
+
+def test_the_page_predicts_while_a_digit_is_drawn(server, browser):
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/")
+    assert page.inner_text("#digit") == "?" and bar_heights(page) == [0] * 10
+    box = page.locator("#pad").bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.25 * w, y + 0.2 * h)
+    page.mouse.down()
+    for fx, fy in [(0.75, 0.2), (0.55, 0.5), (0.45, 0.85)]:  # a 7
+        page.mouse.move(x + fx * w, y + fy * h, steps=8)
+    wait_for_a_digit(page)  # while the button is still down: the page predicts as the digit is drawn
+    page.mouse.up()
+    page.wait_for_timeout(500)  # the answer for the finished stroke
+    digit, heights = wait_for_a_digit(page), bar_heights(page)
+    assert len(heights) == 10 and abs(sum(heights) - 100) < 1 and heights.index(max(heights)) == digit
+    assert sum(url.endswith("/predict") for url in requests) >= 2
+    # The page shows what the API says of the page's own picture.
+    drawn = base64.b64decode(page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",")[1])
+    assert post(server.url, drawn, "image/png").json()["digit"] == digit
+    page.click("#clear")
+    assert page.inner_text("#digit") == "?" and bar_heights(page) == [0] * 10
+    page.close()
+
+
+def test_a_finger_draws_too(server, browser):
+    context = browser.new_context(has_touch=True, viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server.url}/")
+    box = page.locator("#pad").bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_for_a_digit(page)
+    context.close()
 
 
 # -- refused at start, before anything binds ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batching"])
+@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batch timeout"])
 def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkpoint, digitlab_main):
     port = free_port()
     args = ["--ckpt_path", str(checkpoint), "--port", str(port)]
     expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
                 "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
-                "batching": "--batch_timeout 0.0"}[case]
+                "batch timeout": "--batch_timeout -1.0 is not valid"}[case]
     if case == "missing checkpoint":
         args[1] = str(tmp_path / "nowhere.ckpt")
     elif case == "foreign checkpoint":
         args[1] = str(write_checkpoint(tmp_path / "foreign.ckpt", "somewhere.else.Net", {}))
     elif case == "host":
         args += ["--host", "192.0.2.1"]
-    elif case == "batching":
-        args += ["--batch_timeout", "0"]
+    elif case == "batch timeout":
+        args += ["--batch_timeout", "-1"]
     with socket.socket() as taken:
         if case == "port in use":
             taken.bind(("127.0.0.1", port))

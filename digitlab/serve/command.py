@@ -11,9 +11,8 @@ import threading
 import time
 import urllib.request
 import warnings
-from contextlib import contextmanager
 from importlib.resources import files
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -27,14 +26,27 @@ HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
 def serve_command(args: list[str]) -> None:
     options = _parser().parse_args(args)
     _check_options(options)
-    with _one_thread():
+    # One torch thread in this process and in LitServe's HTTP server, which is forked from it and prepares the
+    # pictures: preparing one is many small operations, for which OpenMP's threads cost far more than they bring
+    # (15 ms on one thread, 200 ms on two, for a photo, on a busy 2-core machine); requests run in parallel
+    # threads instead. It also keeps the fork safe: a child forked after OpenMP's thread pool has started hangs
+    # in its first parallel operation (GNU libgomp is not fork-safe). The model runs in LitServe's inference
+    # worker, a process of its own (`DigitAPI.setup`).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         trained = load_model(options.ckpt_path)  # a bad checkpoint is refused here, before anything starts
+    except BaseException:
+        torch.set_num_threads(threads)  # nothing started: the process is left as it was
+        raise
     server = build_server(str(trained.path.resolve()), options)
     url = f"http://{'[::1]' if options.host == '::' else '127.0.0.1'}:{options.port}"
     print(f"Starting {trained.name} from {trained.path} ...", flush=True)
     threading.Thread(target=_announce_when_ready, args=(url,), daemon=True).start()
     _stop_on_signals()
     try:
+        # A forked process: LitServe's other choice, a thread, cannot be stopped (its shutdown calls `terminate()`
+        # on it, and the process never exits).
         server.run(host=options.host, port=options.port, generate_client_file=False, log_level=options.log_level,
                    num_api_servers=1, api_server_worker_type="process")
     except KeyboardInterrupt:  # before LitServe's own shutdown was ready (while the model loads)
@@ -78,20 +90,6 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread. LitServe forks its HTTP server from this process, and a child forked after
-    OpenMP's thread pool has started hangs in its first parallel operation (GNU libgomp is not fork-safe); the
-    HTTP server prepares pictures with torch. On one thread, no pool starts. (LitServe's other choice, a thread,
-    cannot be stopped: its shutdown calls `terminate()` on it and the process never exits.)"""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def build_server(ckpt_path: str, options: argparse.Namespace):
     """A LitServer for `ckpt_path`, with `PreparePictures` in front of ``POST /predict`` and the page at ``/``."""
     import litserve
@@ -118,9 +116,8 @@ def _check_options(options: argparse.Namespace) -> None:
     for name in ("max_batch_size", "timeout", "max_body_bytes", "max_pixels"):
         if not getattr(options, name) > 0:
             raise UserError(f"--{name} {getattr(options, name)} is not valid: expected a positive number.")
-    if options.batch_timeout < 0 or (options.max_batch_size > 1 and options.batch_timeout == 0):
-        raise UserError(f"--batch_timeout {options.batch_timeout} is not valid: with batching on (--max_batch_size "
-                        "above 1) it must be positive (LitServe polls without pause at 0); e.g. 0.005.")
+    if options.batch_timeout < 0:
+        raise UserError(f"--batch_timeout {options.batch_timeout} is not valid: expected 0 or more seconds.")
     if options.batch_timeout >= options.timeout:
         raise UserError(f"--batch_timeout {options.batch_timeout} must be shorter than --timeout {options.timeout}.")
     _check_address(options.host, options.port)

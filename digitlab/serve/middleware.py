@@ -10,9 +10,10 @@ good requests batched with it.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Optional
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
@@ -27,6 +28,7 @@ class PreparePictures:
     def __init__(self, app: Callable, path: str = "/predict", max_body_bytes: int = MAX_BODY_BYTES,
                  max_pixels: int = MAX_PIXELS) -> None:
         self.app, self.path, self.max_body_bytes, self.max_pixels = app, path, max_body_bytes, max_pixels
+        self.preparing: Optional[anyio.CapacityLimiter] = None  # made in the server's event loop, on first use
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -34,7 +36,7 @@ class PreparePictures:
         headers = Headers(scope=scope)
         try:
             body = await self._read_body(receive, headers)
-            digit = await run_in_threadpool(digit_from_body, body, headers.get("content-type", ""), self.max_pixels)
+            digit = await self._prepare(body, headers.get("content-type", ""))
         except BadRequest as error:
             return await JSONResponse({"detail": str(error)}, error.status)(scope, receive, send)
         except ClientGone:
@@ -53,6 +55,14 @@ class PreparePictures:
             return {"type": "http.request", "body": forwarded, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _prepare(self, body: bytes, content_type: str) -> Any:
+        """`digit_from_body` in a worker thread, as many at once as there are cores: more would only take turns
+        on them, and a request's latency would grow with the number of requests under way."""
+        if self.preparing is None:
+            self.preparing = anyio.CapacityLimiter(os.cpu_count() or 1)
+        return await anyio.to_thread.run_sync(digit_from_body, body, content_type, self.max_pixels,
+                                              limiter=self.preparing)
 
     async def _read_body(self, receive: Callable, headers: Headers) -> bytes:
         too_large = BadRequest(413, f"body too large: more than {self.max_body_bytes:,} bytes "
