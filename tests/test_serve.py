@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from checkpoint_files import synthetic_checkpoint, write_checkpoint
@@ -295,13 +296,16 @@ def test_a_finger_draws_too(server, browser):
 # -- refused at start, before anything binds ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batch timeout"])
+@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batch timeout",
+                                  "accelerator"])
 def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkpoint, digitlab_main):
     port = free_port()
     args = ["--ckpt_path", str(checkpoint), "--port", str(port)]
     expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
                 "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
-                "batch timeout": "--batch_timeout -1.0 is not valid"}[case]
+                "batch timeout": "--batch_timeout -1.0 is not valid", "accelerator": "--accelerator"}[case]
+    if case == "accelerator" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     if case == "missing checkpoint":
         args[1] = str(tmp_path / "nowhere.ckpt")
     elif case == "foreign checkpoint":
@@ -310,6 +314,8 @@ def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkp
         args += ["--host", "192.0.2.1"]
     elif case == "batch timeout":
         args += ["--batch_timeout", "-1"]
+    elif case == "accelerator":
+        args += ["--accelerator", "cuda"]
     with socket.socket() as taken:
         if case == "port in use":
             taken.bind(("127.0.0.1", port))

@@ -29,7 +29,7 @@ class DigitAPI(litserve.LitAPI):
         self.device = torch.device(device)
         self.model = load_model(self.ckpt_path).model.to(self.device)
         if self.device.type == "cpu":
-            # A digit model's forward pass is small (1 to 3 ms for 32 LeNet-5 digits on one core): OpenMP's
+            # A digit model's forward pass is small (a few ms for 32 LeNet-5 digits on one core): OpenMP's
             # threads would cost more than they bring, and the HTTP server needs the other cores.
             torch.set_num_threads(1)
 
@@ -54,8 +54,8 @@ class DigitAPI(litserve.LitAPI):
 
 class WaitingBatchedLoop(BatchedLoop):
     """LitServe's batched loop, except that while no request is waiting it waits for one, instead of asking the
-    queue every millisecond (which, idle, keeps about a quarter of a core busy). A batch then gathers what
-    arrives within `batch_timeout` of its first request, as LitServe's own loop does."""
+    queue every millisecond (which, idle, keeps about a quarter of a core busy). A batch then gathers, by
+    LitServe's own code, what arrives within `batch_timeout` counted from its first request."""
 
     def get_batch_requests(self, lit_api: litserve.LitAPI, request_queue: Any, transport: Any) -> tuple[list, list]:
         try:

@@ -118,6 +118,10 @@ def _check_options(options: argparse.Namespace) -> None:
             raise UserError(f"--{name} {getattr(options, name)} is not valid: expected a positive number.")
     if options.batch_timeout < 0:
         raise UserError(f"--batch_timeout {options.batch_timeout} is not valid: expected 0 or more seconds.")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if options.accelerator in available and not available[options.accelerator]():
+        raise UserError(f"--accelerator {options.accelerator}: this machine has none that torch can use. Use "
+                        "--accelerator auto (a GPU if there is one) or cpu.")
     if options.batch_timeout >= options.timeout:
         raise UserError(f"--batch_timeout {options.batch_timeout} must be shorter than --timeout {options.timeout}.")
     _check_address(options.host, options.port)
