@@ -102,6 +102,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
                          "digitlab.report:report_command"),
+    "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
+                         "digitlab.export:export_command"),
+    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.serve:serve_command"),
 }
 
 

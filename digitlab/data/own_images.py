@@ -11,6 +11,7 @@ this module (through `MNISTDataModule`), and only `digitlab predict` reads pictu
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ Sources = Union[str, Path, Sequence[Union[str, Path]]]
 
 class ImageError(Exception):
     """One file that cannot be used as a digit: empty, not an image, corrupt, or blank."""
+
+
+class PictureTooLarge(ImageError):
+    """A picture with more pixels than the limit, refused from its header before it is decoded."""
 
 
 @dataclass
@@ -89,21 +94,23 @@ def load_images(sources: Sources) -> OwnImages:
     return OwnImages(stacked, names, skipped)
 
 
-def prepare_picture(path: Union[str, Path]) -> torch.Tensor:
-    """One picture file as an MNIST digit, uint8 ``[28, 28]``; `ImageError` says why it cannot be one.
+def prepare_picture(path: Union[str, Path, bytes], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """One picture file, or its content as bytes (`digitlab serve` receives pictures so), as an MNIST digit,
+    uint8 ``[28, 28]``; `ImageError` says why it cannot be one.
 
     Whatever goes wrong with one picture is that picture's reason to be skipped: it never stops the others.
     """
     try:
-        return to_mnist(read_greyscale(path))
+        return to_mnist(read_greyscale(path, max_pixels))
     except ImageError:
         raise
     except Exception as error:  # an odd picture that no check above foresaw: named, with what went wrong
         raise ImageError(f"could not be prepared ({type(error).__name__}: {error})") from error
 
 
-def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
-    """A picture file (PNG, JPEG, and whatever else Pillow reads; first frame) as float ``[H, W]`` in [0, 1].
+def read_greyscale(path: Union[str, Path, bytes], max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """A picture file (PNG, JPEG, and whatever else Pillow reads; first frame), or its content as bytes, as float
+    ``[H, W]`` in [0, 1].
 
     Colours become luma (ITU-R 601); a transparent background is filled with the colour that contrasts with
     what is drawn on it (a black digit on a transparent canvas becomes black on white); the EXIF orientation
@@ -111,16 +118,16 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    source = io.BytesIO(path) if isinstance(path, bytes) else Path(path)
     try:
-        if path.stat().st_size == 0:
+        if _size(source) == 0:
             raise ImageError("empty file")
         with warnings.catch_warnings():  # Pillow's limit (a warning above 89 MP, an error above 179 MP) is far
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # above a digit's: MAX_PIXELS is used
-            opened = Image.open(path)
+            opened = Image.open(source)
         with opened as image:
-            if image.width * image.height > MAX_PIXELS:  # known from the header, before anything is decoded
-                raise ImageError(_too_large(f"{image.width}×{image.height} pixels"))
+            if image.width * image.height > max_pixels:  # known from the header, before anything is decoded
+                raise PictureTooLarge(_too_large(f"{image.width}×{image.height} pixels", max_pixels))
             image.seek(0)  # the first frame of an animation
             image = ImageOps.exif_transpose(image)  # also decodes: a truncated file fails here
             transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
@@ -129,7 +136,7 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     except UnidentifiedImageError:
         raise ImageError("not a picture (no image format recognised)") from None
     except Image.DecompressionBombError:
-        raise ImageError(_too_large("more pixels than Pillow opens")) from None
+        raise PictureTooLarge(_too_large("more pixels than Pillow opens", max_pixels)) from None
     except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises
         raise ImageError(f"unreadable picture ({error})") from None
     if alpha is not None:
@@ -141,9 +148,12 @@ def read_greyscale(path: Union[str, Path]) -> torch.Tensor:
     return grey
 
 
-def _too_large(size: str) -> str:
-    return (f"too large: {size}, above digitlab's limit of {MAX_PIXELS:,} pixels (4096×4096) for one digit; "
-            "crop or shrink it")
+def _too_large(size: str, max_pixels: int) -> str:
+    return f"too large: {size}, above the limit of {max_pixels:,} pixels for one digit; crop or shrink it"
+
+
+def _size(source: Union[Path, io.BytesIO]) -> int:
+    return source.getbuffer().nbytes if isinstance(source, io.BytesIO) else source.stat().st_size
 
 
 def _grey_array(image: Image.Image) -> torch.Tensor:

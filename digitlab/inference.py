@@ -1,0 +1,111 @@
+"""A trained model from a checkpoint, ready to predict: what `digitlab export` and `digitlab serve` load.
+
+Safe by construction: the file is read with PyTorch's weights-only unpickler (no code runs), and the model
+class it names is used only if it is a registered model (built-in or an installed plugin), so a checkpoint can
+never make digitlab import a module. The optimizer and scheduler a checkpoint records are dropped: predicting
+needs neither, and their class paths are code to import.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digitlab import checkpoints
+from digitlab.errors import UserError
+from digitlab.models import DigitModel
+
+# Hyperparameters that are not the model's own arguments, or that would import code: never passed on.
+NOT_MODEL_ARGUMENTS = ("_class_path", "_instantiator", "optimizer", "lr_scheduler")
+
+
+@dataclass
+class TrainedModel:
+    """A model in eval mode, with its weights from `path`, and what the checkpoint says about its training."""
+
+    model: DigitModel
+    path: Path
+    name: str  # registry name
+    data_hyperparameters: dict[str, Any] = field(default_factory=dict)  # the data module's, when training
+
+
+def load_model(ckpt_path: str) -> TrainedModel:
+    """The model of a checkpoint (a path, or ``last``: the newest ``lightning_logs/version_*/checkpoints/last.ckpt``).
+
+    A missing file, a file that is not a digitlab checkpoint, or a model that is not registered here is a
+    `UserError` naming the file and the fix.
+    """
+    if ckpt_path in checkpoints.LIGHTNING_KEYWORDS:
+        raise UserError(f"--ckpt_path {ckpt_path} only means something while training. Give the path of a "
+                        "checkpoint, or `last` for the newest lightning_logs/version_N/checkpoints/last.ckpt.")
+    path = Path(checkpoints.resolve(ckpt_path, {}))
+    checkpoint = _read(path)
+    hyperparameters = dict(checkpoint.get("hyper_parameters") or {})
+    entry = _registered_entry(path, hyperparameters.get("_class_path"))
+    arguments = {key: value for key, value in hyperparameters.items() if key not in NOT_MODEL_ARGUMENTS}
+    try:
+        model = entry.cls(**arguments)
+        model.load_state_dict(checkpoint["state_dict"])
+    except UserError:
+        raise
+    except (TypeError, RuntimeError) as error:  # arguments or weights that do not fit the registered class
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"--ckpt_path {path} names the model {entry.name} ({entry.class_path}), but its saved arguments or "
+            f"weights do not fit that class as installed here: {first_line}. Was the model changed since the "
+            "checkpoint was written? Use a checkpoint of the installed version, or train again."
+        ) from None
+    model.eval().requires_grad_(False)
+    return TrainedModel(model, path, entry.name, dict(checkpoint.get("datamodule_hyper_parameters") or {}))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not zipfile.is_zipfile(path):  # what torch.save writes; weights-only loading would call anything else code
+        raise UserError(f"--ckpt_path {path} is not a readable checkpoint: not a file written by torch.save. Give "
+                        "a .ckpt file written by `digitlab fit`.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(
+            f"--ckpt_path {path}: weights-only loading refuses it ({str(error).splitlines()[0]}). It holds Python "
+            "objects that would run code when loaded, and `digitlab export` and `digitlab serve` load weights only. "
+            "Use a checkpoint written by `digitlab fit`."
+        ) from None
+    except Exception as error:
+        raise UserError(f"--ckpt_path {path} is not a readable checkpoint: {type(error).__name__}: {error}. "
+                        "Give a .ckpt file written by `digitlab fit`.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict). Give a .ckpt "
+                        "file written by `digitlab fit`.")
+    return checkpoint
+
+
+def _registered_entry(path: Path, class_path: Any):
+    from digitlab.registry import model_entries
+
+    entries = model_entries()
+    for entry in entries:
+        if entry.class_path == class_path:
+            return entry
+    known = ", ".join(f"{e.name} ({e.class_path})" for e in entries)
+    if not class_path:
+        what = "does not name its model class (it was not written by `digitlab fit`)"
+    else:
+        what = f"holds a {class_path} model, which is not a registered digitlab model"
+    raise UserError(
+        f"--ckpt_path {path} {what}. Registered models: {known}. A plugin's model needs its package installed "
+        "(`digitlab models` lists what is registered); digitlab never imports a module named by a checkpoint."
+    )
+
+
+def model_input(digits: torch.Tensor) -> torch.Tensor:
+    """uint8 digits ``[N, 28, 28]`` -> what a model's `forward` takes, as `MNISTDataModule` hands it over."""
+    from digitlab.data import MNISTDataModule
+
+    images, _ = MNISTDataModule.on_after_batch_transfer(None, (digits, None), 0)  # uses no state: one scaling
+    return images

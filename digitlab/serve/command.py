@@ -1,0 +1,169 @@
+"""`digitlab serve`: a checkpoint behind HTTP — ``POST /predict``, ``GET /health``, and ``GET /``, a page to draw
+a digit on — built on LitServe."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+import warnings
+from importlib.resources import files
+from typing import Callable, Optional
+
+import torch
+
+from digitlab.errors import UserError
+from digitlab.inference import load_model
+from digitlab.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
+
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
+
+
+def serve_command(args: list[str]) -> None:
+    options = _parser().parse_args(args)
+    _check_options(options)
+    # One torch thread in this process and in LitServe's HTTP server, which is forked from it and prepares the
+    # pictures: preparing one is many small operations, for which OpenMP's threads cost far more than they bring
+    # (15 ms on one thread, 200 ms on two, for a photo, on a busy 2-core machine); requests run in parallel
+    # threads instead. It also keeps the fork safe: a child forked after OpenMP's thread pool has started hangs
+    # in its first parallel operation (GNU libgomp is not fork-safe). The model runs in LitServe's inference
+    # worker, a process of its own (`DigitAPI.setup`).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trained = load_model(options.ckpt_path)  # a bad checkpoint is refused here, before anything starts
+    except BaseException:
+        torch.set_num_threads(threads)  # nothing started: the process is left as it was
+        raise
+    server = build_server(str(trained.path.resolve()), options)
+    url = f"http://{'[::1]' if options.host == '::' else '127.0.0.1'}:{options.port}"
+    print(f"Starting {trained.name} from {trained.path} ...", flush=True)
+    threading.Thread(target=_announce_when_ready, args=(url,), daemon=True).start()
+    _stop_on_signals()
+    try:
+        # A forked process: LitServe's other choice, a thread, cannot be stopped (its shutdown calls `terminate()`
+        # on it, and the process never exits).
+        server.run(host=options.host, port=options.port, generate_client_file=False, log_level=options.log_level,
+                   num_api_servers=1, api_server_worker_type="process")
+    except KeyboardInterrupt:  # before LitServe's own shutdown was ready (while the model loads)
+        pass
+
+
+def _announce_when_ready(url: str) -> None:
+    wait_until_ready(url)
+    print(f"Serving at {url}/ : open it to draw a digit; POST pictures to {url}/predict. Ctrl-C stops.", flush=True)
+
+
+def wait_until_ready(url: str, timeout: Optional[float] = None, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Whether the server at `url` says ok on ``/health`` (its model is loaded) within `timeout` seconds, while
+    `alive()` holds (e.g. its process is running)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while alive() and (deadline is None or time.monotonic() < deadline):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the server through LitServe's shutdown, which stops its processes in order.
+
+    A Ctrl-C reaches every process of the terminal's group: LitServe's HTTP server, forked from this process,
+    inherits this handler and leaves the signal to this process (which stops it), instead of printing a
+    traceback; the inference worker ignores SIGINT (`DigitAPI.setup`) for the same reason.
+    """
+    main = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:
+        if os.getpid() == main:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def build_server(ckpt_path: str, options: argparse.Namespace):
+    """A LitServer for `ckpt_path`, with `PreparePictures` in front of ``POST /predict`` and the page at ``/``."""
+    import litserve
+    from fastapi.responses import HTMLResponse
+
+    from digitlab.serve.api import DigitAPI
+    from digitlab.serve.middleware import PreparePictures
+
+    with warnings.catch_warnings():  # LitServe warns that batch/unbatch are unused without batching: intended
+        warnings.simplefilter("ignore", UserWarning)
+        api = DigitAPI(ckpt_path, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
+    middleware = (PreparePictures, {"path": api.api_path, "max_body_bytes": options.max_body_bytes,
+                                    "max_pixels": options.max_pixels})
+    server = litserve.LitServer(api, accelerator=options.accelerator, devices=1, timeout=options.timeout,
+                                middlewares=[middleware], disable_openapi_url=True)
+    page = (files("digitlab.serve") / "page.html").read_text(encoding="utf-8")
+    app = server.app  # LitServe answers GET / with "litserve running": the page replaces that route
+    app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) != "/"]
+    app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+    return server
+
+
+def _check_options(options: argparse.Namespace) -> None:
+    for name in ("max_batch_size", "timeout", "max_body_bytes", "max_pixels"):
+        if not getattr(options, name) > 0:
+            raise UserError(f"--{name} {getattr(options, name)} is not valid: expected a positive number.")
+    if options.batch_timeout < 0:
+        raise UserError(f"--batch_timeout {options.batch_timeout} is not valid: expected 0 or more seconds.")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if options.accelerator in available and not available[options.accelerator]():
+        raise UserError(f"--accelerator {options.accelerator}: this machine has none that torch can use. Use "
+                        "--accelerator auto (a GPU if there is one) or cpu.")
+    if options.batch_timeout >= options.timeout:
+        raise UserError(f"--batch_timeout {options.batch_timeout} must be shorter than --timeout {options.timeout}.")
+    _check_address(options.host, options.port)
+
+
+def _check_address(host: str, port: int) -> None:
+    if host not in HOSTS:
+        raise UserError(f"--host {host} is not one LitServe can bind: use 127.0.0.1 (this machine only, the "
+                        "default), 0.0.0.0 (every IPv4 interface) or :: (every interface).")
+    if not 1024 <= port <= 65535:
+        raise UserError(f"--port {port} is not valid: use a port from 1024 to 65535 (default 8000).")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"Cannot listen on {host}:{port}: {error.strerror or error}. Is another server "
+                            "running there? Choose another port with --port.") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitlab serve",
+        description="Serve a checkpoint over HTTP with LitServe: POST /predict takes a picture (PNG or JPEG bytes, or "
+        'JSON {"image": 28x28 numbers in [0, 1]}) and answers {"digit": d, "probabilities": [10 numbers]}; '
+        "GET / is a page to draw a digit on; GET /health says ok once the model is loaded.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, or `last` (the newest "
+                        "lightning_logs/version_N/checkpoints/last.ckpt)")
+    parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default: this machine only), 0.0.0.0 or ::")
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument("--max_batch_size", type=int, default=32,
+                        help="requests answered by one forward pass, at most (default: 32; 1 turns batching off)")
+    parser.add_argument("--batch_timeout", type=float, default=0.005,
+                        help="seconds a batch waits for more requests (default: 0.005)")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where the model runs (default: auto, a GPU if there is one)")
+    parser.add_argument("--timeout", type=float, default=30, help="seconds a request may wait (default: 30)")
+    parser.add_argument("--max_body_bytes", type=int, default=MAX_BODY_BYTES,
+                        help=f"largest request body accepted (default: {MAX_BODY_BYTES:,})")
+    parser.add_argument("--max_pixels", type=int, default=MAX_PIXELS,
+                        help=f"largest picture accepted, in pixels (default: {MAX_PIXELS:,})")
+    parser.add_argument("--log_level", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="server log level; info logs every request (default: warning)")
+    return parser

@@ -1,0 +1,326 @@
+"""`digitlab serve`, started for real on a free loopback port and spoken to over HTTP: answers equal to
+`digitlab predict`'s, every bad request a 4xx after which the server goes on, many clients at once, the
+drawing page in a real headless Chromium, a clean stop on Ctrl-C; and bad starts refused before anything binds."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from checkpoint_files import synthetic_checkpoint, write_checkpoint
+from conftest import REPO, assert_user_error
+from digitlab.serve.command import wait_until_ready
+from test_cli import QUIET
+
+CHROMIUM = Path("/usr/bin/chromium")
+LIMITS = {"max_body_bytes": 1_000_000, "max_pixels": 1_000_000}  # small, so that the tests' bodies stay small
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scribble(rng: random.Random) -> Image.Image:
+    """A random pen stroke: any size, dark on light or light on dark, sometimes on a transparent canvas."""
+    size = (rng.randint(60, 400), rng.randint(60, 400))
+    ink, paper = ((20, 20, 30), (245, 240, 225)) if rng.random() < 0.6 else ((250, 250, 250), (10, 10, 10))
+    transparent = rng.random() < 0.2
+    image = Image.new("RGBA" if transparent else "RGB", size, (0, 0, 0, 0) if transparent else paper)
+    points = [(rng.uniform(0.2, 0.8) * size[0], rng.uniform(0.15, 0.85) * size[1]) for _ in range(rng.randint(2, 6))]
+    ImageDraw.Draw(image).line(points, fill=ink, width=max(3, min(size) // 12), joint="curve")
+    return image
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    """examples/digits, 14 random strokes as PNG and JPEG, and `array.png`, a 28×28 grey picture (also sent as JSON)."""
+    folder = tmp_path_factory.mktemp("pictures")
+    for example in (REPO / "examples" / "digits").iterdir():
+        shutil.copy(example, folder)
+    rng = random.Random(0)
+    for index in range(14):
+        image = scribble(rng)
+        if index % 3 == 2:
+            image.convert("RGB").save(folder / f"stroke_{index}.jpg", quality=85)
+        else:
+            image.save(folder / f"stroke_{index}.png")
+    scribble(rng).convert("L").resize((28, 28), Image.LANCZOS).save(folder / "array.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return synthetic_checkpoint("lenet5", tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def expected(checkpoint, pictures, tmp_path_factory) -> dict[str, tuple[int, float]]:
+    """What `digitlab predict --data.predict_images` says of each picture: file name -> (digit, probability)."""
+    from digitlab.trainer_cli import run
+
+    folder = tmp_path_factory.mktemp("predict")
+    run(["predict", "--model", "lenet5", "--ckpt_path", str(checkpoint), "--data.predict_images", str(pictures),
+         "--predictions.csv", str(folder / "predictions.csv"), "--trainer.logger", "false",
+         "--trainer.default_root_dir", str(folder), *QUIET])
+    table = folder / "predictions.csv"
+    with table.open() as rows:
+        return {Path(row["file"]).name: (int(row["predicted"]), float(row["probability"])) for row in csv.DictReader(rows)}
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """`digitlab serve` in its own process (and session), until the module's tests are done; then Ctrl-C, which
+    must stop it and every process it started, with exit code 0 and no traceback."""
+    folder = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    log = folder / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
+    command = [str(Path(sys.executable).with_name("digitlab")), "serve", "--ckpt_path", str(checkpoint),
+               "--port", str(port), *(f"--{key}={value}" for key, value in LIMITS.items())]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=folder, env={**env, "DIGITLAB_DISABLE_PLUGINS": "1"},
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until_ready(url, timeout=240, alive=lambda: process.poll() is None):
+            pytest.fail(f"digitlab serve did not become ready:\n{log.read_text()[-3000:]}")
+        yield Server(url, process, log)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+        assert _group_ends(process.pid), "processes of the server outlived it"
+        assert f"Serving at {url}/" in log.read_text()
+    finally:
+        if process.poll() is None or not _group_ends(process.pid, wait=0):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _group_ends(group: int, wait: float = 10) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def post(url: str, body: bytes, content_type: str = "application/octet-stream", client=httpx) -> httpx.Response:
+    return client.post(f"{url}/predict", content=body, headers={"Content-Type": content_type}, timeout=60)
+
+
+def assert_answer(response: httpx.Response, expected: tuple[int, float]) -> None:
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"digit", "probabilities"} and len(answer["probabilities"]) == 10
+    assert abs(sum(answer["probabilities"]) - 1) < 1e-5
+    assert answer["digit"] == int(np.argmax(answer["probabilities"]))
+    # predict prints 4 decimals; the server may batch differently, which changes nothing visible at 1e-4
+    assert (answer["digit"], round(answer["probabilities"][answer["digit"]], 4)) == pytest.approx(expected, abs=1.1e-4)
+
+
+def test_health_and_a_self_contained_page(server):
+    assert httpx.get(f"{server.url}/health").text == "ok"
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text) and "@import" not in page.text
+
+
+def test_every_picture_gets_digitlab_predicts_answer(server, pictures, expected):
+    assert len(expected) == len(list(pictures.iterdir())) == 19
+    for path in sorted(pictures.iterdir()):
+        assert_answer(post(server.url, path.read_bytes()), expected[path.name])
+
+
+def test_a_json_array_is_a_picture_like_any_other(server, pictures, expected):
+    grey = np.asarray(Image.open(pictures / "array.png"), dtype=np.float64) / 255
+    body = json.dumps({"image": grey.tolist()}).encode()
+    assert_answer(post(server.url, body, "application/json"), expected["array.png"])
+    assert_answer(post(server.url, body, "text/plain"), expected["array.png"])  # a JSON object is recognised
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def chunks(size: int):
+    for _ in range(size // 65536):
+        yield bytes(65536)
+
+
+BAD_REQUESTS = {  # name: (body, content type, status, what the reason says)
+    "empty body": (b"", "image/png", 400, "empty body"),
+    "not a picture": (b"hello, server", "image/png", 400, "not a picture"),
+    "damaged picture": (None, "image/png", 400, "unreadable picture"),
+    "blank picture": (png(Image.new("L", (50, 40), 255)), "image/png", 400, "blank"),
+    "invalid JSON": (b'{"image": [[0.5, 1', "application/json", 400, "not valid JSON"),
+    "NaN in JSON": (json.dumps({"image": [[float("nan")] * 28] * 28}).encode(), "application/json", 400,
+                    "not valid JSON"),
+    "JSON of the wrong shape": (json.dumps({"image": [[0.5] * 28] * 27}).encode(), "application/json", 400,
+                                "wrong JSON shape"),
+    "JSON without an image": (json.dumps({"pixels": [0] * 784}).encode(), "application/json", 400,
+                              "wrong JSON shape"),
+    "JSON out of range": (json.dumps({"image": [[255] * 28] * 28}).encode(), "application/json", 400,
+                          "out of range"),
+    "too many pixels": (png(Image.new("L", (1200, 1000), 0)), "image/png", 413, "picture too large"),
+    "body too large": (bytes(1_500_000), "image/png", 413, "body too large"),
+    "body too large, sent in chunks": (chunks(1_500_000), "image/png", 413, "body too large"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_a_bad_request_is_a_4xx_with_a_reason_and_the_server_goes_on(case, server, pictures, expected):
+    body, content_type, status, reason = BAD_REQUESTS[case]
+    if body is None:
+        body = (pictures / "4_canvas.png").read_bytes()[:300]
+    response = post(server.url, body, content_type)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert reason in detail and "\n" not in detail
+    assert_answer(post(server.url, (pictures / "7_chalk.png").read_bytes()), expected["7_chalk.png"])
+
+
+def test_other_methods_are_refused_and_the_server_goes_on(server, pictures, expected):
+    assert httpx.get(f"{server.url}/predict").status_code == 405
+    assert_answer(post(server.url, (pictures / "3_pen.jpg").read_bytes()), expected["3_pen.jpg"])
+
+
+def test_sixteen_clients_at_once_all_get_their_own_answers(server, pictures, expected):
+    files = sorted(pictures.iterdir())
+
+    def client(number: int) -> list[tuple[str, httpx.Response]]:
+        order = files[number % len(files):] + files[:number % len(files)]  # every client its own order
+        with httpx.Client() as session:
+            return [(path.name, post(server.url, path.read_bytes(), client=session)) for path in order]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [answer for answers in pool.map(client, range(16)) for answer in answers]
+    assert len(answers) == 16 * len(files)
+    for name, response in answers:
+        assert_answer(response, expected[name])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (whose own browser download is not used)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's `chromium` package (.ci/run does) to test the page")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+def wait_for_a_digit(page) -> int:
+    page.wait_for_function("/^[0-9]$/.test(document.getElementById('digit').textContent)", timeout=30000)
+    return int(page.inner_text("#digit"))
+
+
+def bar_heights(page) -> list[float]:
+    return page.eval_on_selector_all(".bar", "bars => bars.map(bar => parseFloat(bar.style.height))")
+
+
+def test_the_page_predicts_while_a_digit_is_drawn(server, browser):
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/")
+    assert page.inner_text("#digit") == "?" and bar_heights(page) == [0] * 10
+    box = page.locator("#pad").bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.25 * w, y + 0.2 * h)
+    page.mouse.down()
+    for fx, fy in [(0.75, 0.2), (0.55, 0.5), (0.45, 0.85)]:  # a 7
+        page.mouse.move(x + fx * w, y + fy * h, steps=8)
+    wait_for_a_digit(page)  # while the button is still down: the page predicts as the digit is drawn
+    page.mouse.up()
+    page.wait_for_timeout(500)  # the answer for the finished stroke
+    digit, heights = wait_for_a_digit(page), bar_heights(page)
+    assert len(heights) == 10 and abs(sum(heights) - 100) < 1 and heights.index(max(heights)) == digit
+    assert sum(url.endswith("/predict") for url in requests) >= 2
+    # The page shows what the API says of the page's own picture.
+    drawn = base64.b64decode(page.evaluate("document.getElementById('pad').toDataURL('image/png')").split(",")[1])
+    assert post(server.url, drawn, "image/png").json()["digit"] == digit
+    page.click("#clear")
+    assert page.inner_text("#digit") == "?" and bar_heights(page) == [0] * 10
+    page.close()
+
+
+def test_a_finger_draws_too(server, browser):
+    context = browser.new_context(has_touch=True, viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server.url}/")
+    box = page.locator("#pad").bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_for_a_digit(page)
+    context.close()
+
+
+# -- refused at start, before anything binds ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batch timeout",
+                                  "accelerator"])
+def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkpoint, digitlab_main):
+    port = free_port()
+    args = ["--ckpt_path", str(checkpoint), "--port", str(port)]
+    expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
+                "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
+                "batch timeout": "--batch_timeout -1.0 is not valid", "accelerator": "--accelerator"}[case]
+    if case == "accelerator" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    if case == "missing checkpoint":
+        args[1] = str(tmp_path / "nowhere.ckpt")
+    elif case == "foreign checkpoint":
+        args[1] = str(write_checkpoint(tmp_path / "foreign.ckpt", "somewhere.else.Net", {}))
+    elif case == "host":
+        args += ["--host", "192.0.2.1"]
+    elif case == "batch timeout":
+        args += ["--batch_timeout", "-1"]
+    elif case == "accelerator":
+        args += ["--accelerator", "cuda"]
+    with socket.socket() as taken:
+        if case == "port in use":
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+        result = digitlab_main("serve", *args, cwd=tmp_path)
+    assert_user_error(result, expected)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # still free: nothing was started
