@@ -32,8 +32,8 @@ def newest_last_checkpoint(root: Path) -> Path:
     candidates = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise UserError(
-            f"--ckpt_path last: no run under {root} has a checkpoints/last.ckpt to resume from. Give the path "
-            "of a checkpoint instead, or leave --ckpt_path out to start afresh."
+            f"--ckpt_path last: no run under {root} has a checkpoints/last.ckpt. Give the path of a checkpoint "
+            "instead (or, to train afresh, leave --ckpt_path out)."
         )
     return candidates[-1]
 
@@ -63,28 +63,34 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
     return ckpt_path
 
 
-def load(ckpt_path: str, weights_only: Optional[bool]) -> dict[str, Any]:
-    """Read a Lightning checkpoint, weights-only unless `weights_only` is False; refuse anything else."""
+def load(ckpt_path: str, weights_only: Optional[bool], opt_out: bool = True) -> dict[str, Any]:
+    """Read a Lightning checkpoint, weights-only unless `weights_only` is False; refuse anything else.
+    `opt_out`: whether the command offers ``--weights_only false`` (said in the refusal)."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only is not False, mmap=True)
     except pickle.UnpicklingError as error:
+        fix = ("Only if you trust where it comes from, add `--weights_only false`." if opt_out else
+               "This command loads weights only: use a checkpoint written by `digitlab fit`.")
         raise UserError(
             f"--ckpt_path {ckpt_path}: weights-only loading refuses it ({str(error).splitlines()[0]}). It holds "
-            "Python objects that run code when loaded. Only if you trust where it comes from, add "
-            "`--weights_only false`."
+            f"Python objects that run code when loaded. {fix}"
         ) from None
     except Exception as error:
         raise UserError(f"--ckpt_path {ckpt_path} is not a readable checkpoint: {type(error).__name__}: "
                         f"{str(error)[:300]}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict).")
+    return checkpoint
+
+
+def check_restorable(ckpt_path: str, checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint that Lightning's Trainer cannot restore (one not written by a Trainer)."""
     if "pytorch-lightning_version" not in checkpoint:
         raise UserError(
             f"--ckpt_path {ckpt_path} holds a state_dict but is not a Lightning checkpoint (no "
             "pytorch-lightning_version): it was not written by a Lightning Trainer. Use a checkpoint from a run's "
             "checkpoints/ folder."
         )
-    return checkpoint
 
 
 def model_hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], model_class: type) -> dict[str, Any]:

@@ -8,8 +8,6 @@ needs neither, and their class paths are code to import.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +38,8 @@ def load_model(ckpt_path: str) -> TrainedModel:
     A missing file, a file that is not a digitlab checkpoint, or a model that is not registered here is a
     `UserError` naming the file and the fix.
     """
-    if ckpt_path in checkpoints.LIGHTNING_KEYWORDS:
-        raise UserError(f"--ckpt_path {ckpt_path} only means something while training. Give the path of a "
-                        "checkpoint, or `last` for the newest lightning_logs/version_N/checkpoints/last.ckpt.")
     path = Path(checkpoints.resolve(ckpt_path, {}))
-    checkpoint = _read(path)
+    checkpoint = checkpoints.load(str(path), weights_only=True, opt_out=False)
     hyperparameters = dict(checkpoint.get("hyper_parameters") or {})
     entry = _registered_entry(path, hyperparameters.get("_class_path"))
     arguments = {key: value for key, value in hyperparameters.items() if key not in NOT_MODEL_ARGUMENTS}
@@ -62,27 +57,6 @@ def load_model(ckpt_path: str) -> TrainedModel:
         ) from None
     model.eval().requires_grad_(False)
     return TrainedModel(model, path, entry.name, dict(checkpoint.get("datamodule_hyper_parameters") or {}))
-
-
-def _read(path: Path) -> dict[str, Any]:
-    if not zipfile.is_zipfile(path):  # what torch.save writes; weights-only loading would call anything else code
-        raise UserError(f"--ckpt_path {path} is not a readable checkpoint: not a file written by torch.save. Give "
-                        "a .ckpt file written by `digitlab fit`.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UserError(
-            f"--ckpt_path {path}: weights-only loading refuses it ({str(error).splitlines()[0]}). It holds Python "
-            "objects that would run code when loaded, and `digitlab export` and `digitlab serve` load weights only. "
-            "Use a checkpoint written by `digitlab fit`."
-        ) from None
-    except Exception as error:
-        raise UserError(f"--ckpt_path {path} is not a readable checkpoint: {type(error).__name__}: {error}. "
-                        "Give a .ckpt file written by `digitlab fit`.") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise UserError(f"--ckpt_path {path} is not a Lightning checkpoint (it has no state_dict). Give a .ckpt "
-                        "file written by `digitlab fit`.")
-    return checkpoint
 
 
 def _registered_entry(path: Path, class_path: Any):
@@ -105,7 +79,6 @@ def _registered_entry(path: Path, class_path: Any):
 
 def model_input(digits: torch.Tensor) -> torch.Tensor:
     """uint8 digits ``[N, 28, 28]`` -> what a model's `forward` takes, as `MNISTDataModule` hands it over."""
-    from digitlab.data import MNISTDataModule
+    from digitlab.data.mnist import to_model_input
 
-    images, _ = MNISTDataModule.on_after_batch_transfer(None, (digits, None), 0)  # uses no state: one scaling
-    return images
+    return to_model_input(digits)

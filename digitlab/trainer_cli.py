@@ -96,6 +96,7 @@ class DigitLabCLI(LightningCLI):
         if not config.ckpt_path:
             return
         self.checkpoint = checkpoints.load(config.ckpt_path, config.get("weights_only"))
+        checkpoints.check_restorable(config.ckpt_path, self.checkpoint)
         if subcommand == "fit" and "optimizer_states" not in self.checkpoint:
             raise UserError(
                 f"--ckpt_path {config.ckpt_path} holds weights only (saved with save_weights_only), so training "

@@ -287,12 +287,17 @@ class MNISTDataModule(LightningDataModule):
         if isinstance(batch, torch.Tensor):  # the model's example input (model summary): already a model input
             return batch
         images, labels = batch
-        return images.unsqueeze(1).float().div_(255), labels
+        return to_model_input(images), labels
 
 
 def usable_cpus() -> int:
     """How many CPUs this process may run on: its affinity, which taskset, a cgroup's cpuset or SLURM restrict."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 digits ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1]: what a model's `forward` takes."""
+    return images.unsqueeze(1).float().div_(255)
 
 
 def _check_value(name: str, value: Any, ok: bool, expected: str) -> None:
