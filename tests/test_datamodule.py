@@ -4,11 +4,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from conftest import write_mnist_like
 from digitlab.data import MNISTDataModule
 from digitlab.data.mnist import InMemoryDigits, usable_cpus
 from digitlab.errors import UserError
+from digitlab.models.mlp import ScratchMLP
 
 
 def make(folder, **kwargs):
@@ -143,3 +145,19 @@ def test_images_and_labels_of_different_sizes_are_refused(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", synthetic_digits(150)[1])
     with pytest.raises(UserError, match="200 images but .* 150 labels"):
         make(tmp_path).setup("fit")
+
+
+def test_overfitting_trains_on_the_same_batches_every_epoch(synthetic_mnist, tmp_path):
+    """Lightning turns shuffling off for `overfit_batches` only in samplers it can see; digitlab's batch sampler
+    shuffles by itself, so the data module must turn it off too (configs/debug/overfit.yaml)."""
+    labels_seen: dict[int, list[list[int]]] = {}
+
+    class RecordLabels(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            labels_seen.setdefault(trainer.current_epoch, []).append(batch[1].tolist())
+
+    trainer = Trainer(overfit_batches=3, max_epochs=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[RecordLabels()],
+                      default_root_dir=tmp_path)
+    trainer.fit(ScratchMLP(), make(synthetic_mnist, val_split=40, batch_size=16))
+    assert len(labels_seen[0]) == 3 and labels_seen[0] == labels_seen[1]
