@@ -55,7 +55,8 @@ def test_a_debug_config_leaves_nothing_behind(tmp_path, data, digitlab_main, fin
     val_split = yaml.safe_load((REPO / "configs" / model_config).read_text())["data"]["val_split"]
     small_split = ["--data.val_split", "20"] if isinstance(val_split, int) and val_split > 20 else []
     result = digitlab_main(
-        "fit", "--config", str(REPO / "configs" / model_config), "--config", str(REPO / "configs" / "debug" / debug_config),
+        "fit", "--config", str(REPO / "configs" / model_config),
+        "--config", str(REPO / "configs" / "debug" / debug_config),
         "--data.data_dir", str(data), "--data.verify", "false", "--data.download", "false", *small_split,
         "--trainer.enable_progress_bar", "false", cwd=work,
     )
