@@ -4,11 +4,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from conftest import write_mnist_like
 from digitlab.data import MNISTDataModule
 from digitlab.data.mnist import InMemoryDigits, usable_cpus
 from digitlab.errors import UserError
+from digitlab.models.mlp import ScratchMLP
 
 
 def make(folder, **kwargs):
@@ -93,7 +95,8 @@ def test_getitems_matches_getitem():
 def test_on_an_accelerator_the_data_sets_live_on_the_device(synthetic_mnist, on_device, expected):
     # The "meta" device stands in for a GPU: any device that is not the CPU.
     data = make(synthetic_mnist, val_split=40, batch_size=16, pin_memory=True, num_workers=2, on_device=on_device)
-    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1,
+                                   overfit_batches=0)
     data.setup("fit")
     data.setup("test")
     for dataset in (data.train_set, data.val_set, data.test_set):
@@ -143,3 +146,19 @@ def test_images_and_labels_of_different_sizes_are_refused(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", synthetic_digits(150)[1])
     with pytest.raises(UserError, match="200 images but .* 150 labels"):
         make(tmp_path).setup("fit")
+
+
+def test_overfitting_trains_on_the_same_batches_every_epoch(synthetic_mnist, tmp_path):
+    """Lightning turns shuffling off for `overfit_batches` only in samplers it can see; digitlab's batch sampler
+    shuffles by itself, so the data module must turn it off too (configs/debug/overfit.yaml)."""
+    labels_seen: dict[int, list[list[int]]] = {}
+
+    class RecordLabels(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            labels_seen.setdefault(trainer.current_epoch, []).append(batch[1].tolist())
+
+    trainer = Trainer(overfit_batches=3, max_epochs=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[RecordLabels()],
+                      default_root_dir=tmp_path)
+    trainer.fit(ScratchMLP(), make(synthetic_mnist, val_split=40, batch_size=16))
+    assert len(labels_seen[0]) == 3 and labels_seen[0] == labels_seen[1]

@@ -3,14 +3,16 @@
 import functools
 import hashlib
 import http.server
+import socket
 import threading
 
 import pytest
 from torchvision.datasets import MNIST
 
-from conftest import write_mnist_like
+from conftest import assert_user_error, write_mnist_like
 from digitlab.data.files import MNIST_FILES, download_mnist, locate, resolve_data_dir
 from digitlab.errors import DataError
+from filesystems import full_filesystem
 
 ALL = list(MNIST_FILES)
 
@@ -79,6 +81,57 @@ def test_download_lands_in_torchvision_layout(tmp_path, local_mirror):
 def test_failed_download_leaves_nothing_that_looks_valid(tmp_path, local_mirror):
     (local_mirror / "t10k-images-idx3-ubyte.gz").write_bytes(b"corrupted in transit")
     data_dir = tmp_path / "data"
-    with pytest.raises(DataError, match="Could not download t10k-images-idx3-ubyte.gz"):
+    with pytest.raises(DataError, match="Could not download t10k-images-idx3-ubyte.gz .*does not match .*MD5"):
         download_mnist(data_dir, [MNIST_FILES["test_images"]])
-    assert list((data_dir / "MNIST" / "raw").iterdir()) == []
+    assert list(tmp_path.iterdir()) == [local_mirror]  # not even an empty data/MNIST/raw/
+
+
+def test_files_that_landed_stay_when_a_later_one_fails(tmp_path, local_mirror):
+    (local_mirror / "t10k-labels-idx1-ubyte.gz").unlink()  # the mirror answers 404 for it
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*HTTP Error 404"):
+        locate(data_dir, ALL, download=True)
+    assert sorted(p.name for p in (data_dir / "MNIST" / "raw").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+
+
+def test_a_download_that_cannot_be_written_removes_the_folders_it_made(tmp_path, local_mirror):
+    with full_filesystem(tmp_path / "full") as full:
+        with pytest.raises(DataError, match=r"Could not write the downloaded .*No space left on device"):
+            locate(full / "data", ALL, download=True)
+        assert [p.name for p in full.iterdir()] == ["filler"]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """torchvision's mirrors replaced by a port of 127.0.0.1 where nothing listens: every download is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/", f"http://localhost:{port}/"])
+    return port
+
+
+def test_offline_with_a_wrong_data_dir_says_where_it_looked_why_the_download_failed_and_what_to_do(
+        tmp_path, offline, digitlab_main):
+    wrong = tmp_path / "mnsit"
+    result = digitlab_main("fit", "--model", "mlp", "--data.data_dir", str(wrong), cwd=tmp_path)
+    assert_user_error(
+        result,
+        f"MNIST files not found: {wrong} does not exist (looked in it and in {wrong / 'MNIST' / 'raw'}",
+        f"Downloading them from torchvision's mirrors failed: [Errno 111] Connection refused (127.0.0.1:{offline}, "
+        f"localhost:{offline}).",
+        "Point `--data.data_dir` (or $DIGITLAB_DATA_DIR) at the folder that holds the MNIST files",
+        f"copy them into {wrong}, or run again online to download them.",
+    )
+    assert not wrong.exists()  # not even an empty MNIST/raw/ in it
+    assert [path for path in tmp_path.rglob("*") if path.name != "lightning_logs"] == []  # and no run folder
+
+
+@pytest.mark.parametrize("existing", ["data", "data/MNIST"])
+def test_a_failed_download_keeps_the_folders_that_were_there(tmp_path, offline, existing):
+    (tmp_path / existing).mkdir(parents=True)
+    with pytest.raises(DataError, match=r"holds no MNIST file .*Connection refused"):
+        locate(tmp_path / "data", ALL, download=True)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == sorted(
+        {"data", existing})

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import assert_user_error, run_digitlab, write_mnist_like
 from digitlab.errors import SkippedFileWarning
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
 from digitlab.models.mlp import ScratchMLP
-from digitlab.report import report_command
+from digitlab.report import load_runs, report_command, sort_runs, val_acc_figure
 from tensorboard_events import scalars
 
 MODELS = {"centroid": NearestCentroid, "mlp": ScratchMLP, "lenet5": LeNet5}
@@ -66,16 +67,19 @@ def test_csv_holds_the_values_of_the_event_files(logs):
 def test_table_markdown_and_plot(logs, capsys, tmp_path):
     report_command([str(logs), "--sort", "version"])
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:2] == ["version", "model"] and "test/acc" in table[0] and "params" in table[0]
-    assert [line.split()[:2] for line in table[1:]] == [
-        ["version_0", "NearestCentroid"], ["version_1", "ScratchMLP"], ["version_2", "LeNet5"]]
+    assert table[0].split()[:4] == ["version", "kind", "checkpoint", "model"]
+    assert "test/acc" in table[0] and "params" in table[0]
+    assert [line.split()[:4] for line in table[1:]] == [
+        ["version_0", "fit", "—", "NearestCentroid"], ["version_1", "fit", "—", "ScratchMLP"],
+        ["version_2", "fit", "—", "LeNet5"]]
     assert "60,074" in table[3]  # LeNet-5's parameter count
 
     report_command([str(logs / "version_2"), "--format", "markdown", "--plot", str(tmp_path / "val.png")])
     output = capsys.readouterr()
     lines = output.out.splitlines()
-    assert lines[0].startswith("| version | model |") and lines[1].startswith("| --- | --- | ---: |")
-    assert lines[2].startswith("| version_2 | LeNet5 | 0.001 | 32 | 1 |") and len(lines) == 3
+    assert lines[0].startswith("| version | kind | checkpoint | model |")
+    assert lines[1].startswith("| --- | --- | --- | --- | ---: |")
+    assert lines[2].startswith("| version_2 | fit | — | LeNet5 | 0.001 | 32 | 1 |") and len(lines) == 3
     assert (tmp_path / "val.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "val.png" in output.err
 
@@ -167,3 +171,79 @@ def test_a_plot_that_cannot_be_a_new_image_is_refused(logs, tmp_path, digitlab_m
     assert result.stdout == ""  # refused before any run is read
     assert sorted(path.name for path in tmp_path.iterdir()) == ["plots", "taken.png"]
     assert (tmp_path / "taken.png").read_bytes() == b"the user's own picture" and not list((tmp_path / "plots").iterdir())
+
+
+def in_groups(rows: list[dict]) -> bool:
+    """Whether each evaluation row (version_N/test_K) comes right after its run or that run's other evaluations."""
+    runs = [row["version"].split("/")[0] for row in rows]
+    return all(row["version"].count("/") == 0 or runs[i - 1] == runs[i] for i, row in enumerate(rows))
+
+
+def test_evaluations_are_rows_of_their_own_below_the_run_they_evaluate(copied_logs, digitlab_main):
+    for subcommand, run in (("test", "version_2"), ("validate", "version_1"), ("predict", "version_0")):
+        result = digitlab_main(subcommand, "--ckpt_path", str(copied_logs / run / "checkpoints" / "last.ckpt"),
+                               "--trainer.enable_progress_bar", "false", cwd=copied_logs.parent)
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(digitlab_main("report", str(copied_logs), "--format", "csv",
+                                                          cwd=copied_logs.parent).stdout)))
+    assert len(rows) == 6 and in_groups(rows)
+    by_version = {row["version"]: row for row in rows}
+    for version in ("version_0", "version_1", "version_2"):
+        assert by_version[version]["kind"] == "fit" and by_version[version]["checkpoint"] == ""
+
+    tested = by_version["version_2/test_0"]
+    assert (tested["kind"], tested["checkpoint"], tested["model"]) == ("test", "last.ckpt", "LeNet5")
+    assert float(tested["test_acc"]) == scalars(copied_logs / "version_2" / "test_0")["test/acc"][-1]
+    assert tested["best_val_acc"] == "" and tested["epochs"] == "1" and tested["params"] == "60074"
+
+    validated = by_version["version_1/validate_0"]
+    assert [validated[key] for key in ("kind", "checkpoint", "model")] == ["validate", "last.ckpt", "ScratchMLP"]
+    assert float(validated["best_val_acc"]) == scalars(copied_logs / "version_1" / "validate_0")["val/acc"][-1]
+    assert validated["test_acc"] == ""
+
+    predicted = by_version["version_0/predict_0"]
+    assert [predicted[key] for key in ("kind", "checkpoint", "model")] == ["predict", "last.ckpt", "NearestCentroid"]
+    assert predicted["test_acc"] == predicted["best_val_acc"] == ""
+
+    table = digitlab_main("report", str(copied_logs), "--sort", "version", cwd=copied_logs.parent).stdout
+    assert [line.split()[:3] for line in table.splitlines()[1:]] == [
+        ["version_0", "fit", "—"], ["version_0/predict_0", "predict", "last.ckpt"],
+        ["version_1", "fit", "—"], ["version_1/validate_0", "validate", "last.ckpt"],
+        ["version_2", "fit", "—"], ["version_2/test_0", "test", "last.ckpt"]]
+
+    figure = val_acc_figure(sort_runs(load_runs([copied_logs]), "test_acc"), Path("val.png"))
+    assert sorted(line.get_label() for line in figure.axes[0].get_lines()) == [  # validate_0 is no lone dot
+        "version_0 (NearestCentroid)", "version_1 (ScratchMLP)", "version_2 (LeNet5)"]
+
+
+def test_a_run_logged_by_the_csv_logger_alone_is_reported_like_the_others(tmp_path, digitlab_main):
+    data = write_mnist_like(tmp_path / "data")
+    config = tmp_path / "csv_logger.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"logger": {
+        "class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}}}))
+    result = digitlab_main("fit", "--config", str(config), "--model", "mlp", "--data.data_dir", str(data),
+                           "--data.verify", "false", "--data.val_split", "40", "--data.batch_size", "32",
+                           "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "lightning_logs" / "version_0"
+    result = digitlab_main("test", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(run.rglob("events.out.tfevents.*"))
+
+    result = digitlab_main("report", "--format", "csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fitted, tested = csv.DictReader(io.StringIO(result.stdout))
+    logged = list(csv.DictReader((run / "metrics.csv").open()))
+    val_acc = [float(row["val/acc"]) for row in logged if row["val/acc"]]
+    assert len(val_acc) == 2 and float(fitted["best_val_acc"]) == max(val_acc)
+    assert float(fitted["test_acc"]) == float([row["test/acc"] for row in logged if row["test/acc"]][-1])
+    assert [fitted[key] for key in ("version", "kind", "model", "lr")] == ["version_0", "fit", "ScratchMLP", "0.05"]
+    assert fitted["batch_size"] == "32" and fitted["epochs"] == "2" and fitted["params"] == "55050"
+    assert 0 < float(fitted["wall_time_s"]) < 600
+    [evaluation] = csv.DictReader((run / "test_0" / "metrics.csv").open())
+    assert (tested["version"], tested["kind"], tested["checkpoint"]) == ("version_0/test_0", "test", "last.ckpt")
+    assert float(tested["test_acc"]) == float(evaluation["test/acc"])
+
+    figure = val_acc_figure(load_runs([tmp_path / "lightning_logs"]), Path("val.png"))
+    [line] = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == val_acc

@@ -271,6 +271,10 @@ class MNISTDataModule(LightningDataModule):
         workers = self.hparams.num_workers if in_host_memory else 0  # worker processes cannot share a GPU's memory
         common = dict(collate_fn=keep_batch, num_workers=workers, persistent_workers=workers > 0,
                       pin_memory=self.hparams.pin_memory and in_host_memory)
+        if shuffle and self.trainer is not None and self.trainer.overfit_batches > 0:
+            # Overfitting means the same batches every epoch. Lightning turns shuffling off for that, but only
+            # for a loader whose sampler it can see; digitlab's batch sampler shuffles by itself.
+            shuffle = False
         if shuffle and processes == 1:
             # Shuffled by (seed, epoch) alone, so that resuming reproduces the batches; batches are tensor
             # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,

@@ -1,0 +1,71 @@
+"""configs/debug/*.yaml: each runs with each shipped model config and leaves nothing behind; overfit learns."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, write_mnist_like
+from digitlab.trainer_cli import DigitLabCLI
+
+MODEL_CONFIGS = sorted(path.name for path in (REPO / "configs").glob("*.yaml"))
+DEBUG_CONFIGS = sorted(path.name for path in (REPO / "configs" / "debug").glob("*.yaml"))
+# Without a logger (overfit, profile) there is no run folder, and LightningCLI's SaveConfigCallback writes
+# config.yaml into the working folder instead (and fails the next such run). The fix belongs in trainer_cli.py:
+# a SaveConfigCallback that saves only when the trainer has a logger. Remove this mark with that change.
+WRITES_CONFIG_YAML = pytest.mark.xfail(strict=True, reason="./config.yaml is written without a logger (trainer_cli)")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_mnist_like(tmp_path_factory.mktemp("data"), train=100, test=20)
+
+
+@pytest.fixture
+def final_metrics(monkeypatch) -> dict[str, float]:
+    """The trainer's metrics when fitting ends (`train/acc` is the last epoch's), read as the fit finishes."""
+    metrics: dict[str, float] = {}
+    after_fit = DigitLabCLI.after_fit
+
+    def record_then_continue(cli: DigitLabCLI) -> None:
+        metrics.update({name: float(value) for name, value in cli.trainer.callback_metrics.items()})
+        after_fit(cli)
+
+    monkeypatch.setattr(DigitLabCLI, "after_fit", record_then_continue)
+    return metrics
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
+
+
+def test_every_model_config_is_checked():
+    assert {"centroid.yaml", "lenet5.yaml", "mlp.yaml"} <= set(MODEL_CONFIGS)
+    assert DEBUG_CONFIGS == ["fast.yaml", "overfit.yaml", "profile.yaml"]
+
+
+@pytest.mark.parametrize("model_config", MODEL_CONFIGS)
+@pytest.mark.parametrize("debug_config", [
+    name if name == "fast.yaml" else pytest.param(name, marks=WRITES_CONFIG_YAML) for name in DEBUG_CONFIGS])
+def test_a_debug_config_leaves_nothing_behind(tmp_path, data, digitlab_main, final_metrics, model_config,
+                                              debug_config):
+    work = tmp_path / "work"
+    work.mkdir()
+    data_before = snapshot(data)
+    val_split = yaml.safe_load((REPO / "configs" / model_config).read_text())["data"]["val_split"]
+    small_split = ["--data.val_split", "20"] if isinstance(val_split, int) and val_split > 20 else []
+    result = digitlab_main(
+        "fit", "--config", str(REPO / "configs" / model_config),
+        "--config", str(REPO / "configs" / "debug" / debug_config),
+        "--data.data_dir", str(data), "--data.verify", "false", "--data.download", "false", *small_split,
+        "--trainer.enable_progress_bar", "false", cwd=work,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(work.iterdir()) == []  # no run folder, checkpoint, config.yaml or profiler file
+    assert snapshot(data) == data_before
+    if debug_config == "profile.yaml":
+        assert "FIT Profiler Report" in result.stderr + result.stdout
+    # The centroid model logs no train/acc; mlp_seed's recipe (gradient descent at lr 1e-5) needs far more epochs.
+    if debug_config == "overfit.yaml" and model_config not in ("centroid.yaml", "mlp_seed.yaml"):
+        assert final_metrics["train/acc"] >= 0.95, final_metrics
+
