@@ -67,10 +67,11 @@ def release_if_empty(folder: Optional[Path]) -> None:
     """Remove a claimed folder that nothing was written into (a command that failed before its run started)."""
     if folder is None or rank_zero_only.rank != 0:
         return
-    try:
-        folder.rmdir()  # refuses a folder that holds anything: never removes a file
-    except OSError:
-        pass
+    for empty in (folder, folder.parent):  # the run's folder, then the runs' folder if this run made it
+        try:
+            empty.rmdir()  # refuses a folder that holds anything: never removes a file
+        except OSError:
+            return
 
 
 RUN_START_FILES = ("events.out.tfevents.*", "hparams.yaml", "config.yaml", "metrics.csv")

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab import checkpoints
@@ -40,6 +40,15 @@ EPILOG = (
 )
 
 
+class SaveConfigToRunFolder(SaveConfigCallback):
+    """LightningCLI's config.yaml, written only into a run folder: a run without a logger has none (Lightning
+    would write it into the working folder, and refuse the next such run)."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if trainer.loggers:
+            super().setup(trainer, pl_module, stage)
+
+
 class DigitLabCLI(LightningCLI):
     """`digitlab fit|validate|test|predict`, with models chosen by registry name, class name or class path."""
 
@@ -56,6 +65,7 @@ class DigitLabCLI(LightningCLI):
                 # Each model owns its optimizer argument; a global --optimizer would silently override it.
                 auto_configure_optimizers=False,
                 trainer_defaults={"callbacks": default_callbacks()},
+                save_config_callback=SaveConfigToRunFolder,
                 args=args,
                 **kwargs,
             )

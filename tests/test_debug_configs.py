@@ -13,7 +13,6 @@ DEBUG_CONFIGS = sorted(path.name for path in (REPO / "configs" / "debug").glob("
 # Without a logger (overfit, profile) there is no run folder, and LightningCLI's SaveConfigCallback writes
 # config.yaml into the working folder instead (and fails the next such run). The fix belongs in trainer_cli.py:
 # a SaveConfigCallback that saves only when the trainer has a logger. Remove this mark with that change.
-WRITES_CONFIG_YAML = pytest.mark.xfail(strict=True, reason="./config.yaml is written without a logger (trainer_cli)")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,7 @@ def test_every_model_config_is_checked():
 
 
 @pytest.mark.parametrize("model_config", MODEL_CONFIGS)
-@pytest.mark.parametrize("debug_config", [
-    name if name == "fast.yaml" else pytest.param(name, marks=WRITES_CONFIG_YAML) for name in DEBUG_CONFIGS])
+@pytest.mark.parametrize("debug_config", DEBUG_CONFIGS)
 def test_a_debug_config_leaves_nothing_behind(tmp_path, data, digitlab_main, final_metrics, model_config,
                                               debug_config):
     work = tmp_path / "work"
