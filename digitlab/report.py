@@ -37,12 +37,10 @@ import yaml
 
 from digitlab.config_yaml import check_size
 from digitlab.errors import SkippedFileWarning, UserError
+from digitlab.run_names import EVALUATION_FOLDER
 
 EVENTS = "events.out.tfevents.*"
 METRICS_CSV = "metrics.csv"  # Lightning's CSVLogger
-# The folders `digitlab validate|test|predict` log an evaluation in (digitlab/run_folders.py names them; this
-# module does not import it, as it would import Lightning).
-EVALUATION = re.compile(r"(validate|test|predict)_\d+")
 
 
 @dataclass
@@ -107,7 +105,7 @@ def find_runs(log_dir: Path) -> list[Path]:
 
 
 def read_run(path: Path, version: str) -> Run:
-    evaluation = EVALUATION.fullmatch(path.name)
+    evaluation = EVALUATION_FOLDER.fullmatch(path.name)
     run = Run(version=version, kind=evaluation.group(1) if evaluation else "fit")
     ckpt_path = _read_config(path / "config.yaml", run)
     if _regular_files(path, EVENTS):

@@ -21,9 +21,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.checkpoints import newest_last_checkpoint
 from digitlab.errors import UserError
+from digitlab.run_names import EVALUATION_SUBCOMMANDS, RUN_PREFIX
 
-RUN_PREFIX = "version_"
-EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 
 
 def next_number(root: Path, prefix: str) -> int:
