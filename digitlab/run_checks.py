@@ -83,7 +83,8 @@ def lightning_refusal(error: BaseException, subcommand: str) -> Optional[UserErr
         return None
     words = " ".join(str(error).split())
     return UserError(f"Lightning refused the run's settings: {words} Check the config's trainer section (or the "
-                     f"`--trainer.*` options; `digitlab {subcommand} --help` lists them).")
+                     f"`--trainer.*` options; `digitlab {subcommand} --help` lists them): trainer.accelerator and "
+                     "trainer.devices choose the hardware, and `--config configs/trainer/cpu.yaml` runs anywhere.")
 
 
 def _raised_in_lightning(traceback: Optional[TracebackType]) -> bool:

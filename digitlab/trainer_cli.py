@@ -17,6 +17,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab import checkpoints
 from digitlab.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
@@ -148,8 +149,9 @@ class DigitLabCLI(LightningCLI):
         check_config(config)
         if config.get("seed_everything") is True:
             # Lightning would seed 0 every time ("No seed found"): a random seed, written into config.yaml so
-            # that the run replays. DDP's other processes inherit the first one's through PL_GLOBAL_SEED.
-            config.seed_everything = int(os.environ.get("PL_GLOBAL_SEED") or random.SystemRandom().randrange(2**32))
+            # that the run replays. The other processes of a DDP run inherit rank 0's through PL_GLOBAL_SEED.
+            inherited = os.environ.get("PL_GLOBAL_SEED") if rank_zero_only.rank != 0 else None
+            config.seed_everything = int(inherited or random.SystemRandom().randrange(2**32))
         super()._set_seed()
 
     def _run_loggers(self, config: Any) -> Any:
