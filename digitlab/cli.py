@@ -119,6 +119,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
                          "digitlab.report:report_command"),
+    "sweep": Subcommand("tune hyperparameters with Optuna, every trial a fit", "digitlab.sweep.command:sweep_command"),
 }
 
 

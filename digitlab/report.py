@@ -221,7 +221,8 @@ def report_command(args: list[str]) -> None:
         "from its config.yaml, event files and newest checkpoint. Nothing is written into the runs.",
     )
     parser.add_argument("log_dirs", nargs="*", default=["lightning_logs"], metavar="LOG_DIR",
-                        help="a folder of runs, or one run's folder (default: lightning_logs)")
+                        help="a folder of runs, one run's folder, or a sweep's folder (lightning_logs/sweeps/NAME: "
+                        "its trials, best first) (default: lightning_logs)")
     parser.add_argument("--format", choices=["table", "markdown", "csv"], default="table",
                         help="plain table (default), markdown table, or CSV with raw values (wall time in seconds)")
     parser.add_argument("--sort", choices=KEYS, default="test_acc",
@@ -230,8 +231,13 @@ def report_command(args: list[str]) -> None:
                         help="also draw the runs' validation accuracy curves on one chart into this image file")
     options = parser.parse_args(args)
 
+    from digitlab.sweep.report import is_sweep_folder, sweep_report  # a sweep's folder: its trials, best first
+
+    sweeps = [Path(folder) for folder in options.log_dirs if is_sweep_folder(Path(folder))]
+    for folder in sweeps:
+        sys.stdout.write(sweep_report(folder, options.format))
     runs = []
-    for log_dir in map(Path, options.log_dirs):
+    for log_dir in (Path(folder) for folder in options.log_dirs if Path(folder) not in sweeps):
         found = find_runs(log_dir)
         if not found:
             raise UserError(f"No runs in {log_dir}: no folder in it holds TensorBoard event files "
@@ -242,6 +248,8 @@ def report_command(args: list[str]) -> None:
             else:
                 label = path.relative_to(log_dir).as_posix() if path != log_dir else path.name
             runs.append(read_run(path, label))
+    if sweeps and not runs:
+        return
     runs = sort_runs(runs, options.sort)
     sys.stdout.write(format_runs(runs, options.format))
     if options.plot is not None:
