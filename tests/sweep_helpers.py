@@ -115,11 +115,13 @@ def wait_until(condition: Callable[[], Optional[object]], worker: Worker, timeou
     raise AssertionError(f"not reached in {timeout} s:\n{worker.output()}")
 
 
-def running_trial_of(study_loader: Callable[[], optuna.Study], pid: int) -> Callable[[], Optional[object]]:
-    """A condition: a RUNNING trial of process `pid` that has reported at least one value."""
+def running_trial_of(study_loader: Callable[[], Optional[optuna.Study]], pid: int) -> Callable[[], Optional[object]]:
+    """A condition: a RUNNING trial of process `pid` that has reported at least one value (`study_loader` gives
+    None while there is no study yet)."""
 
     def condition() -> Optional[object]:
-        for trial in study_loader().get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study = study_loader()
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if study else []:
             if trial.user_attrs.get("run", {}).get("pid") == pid and trial.intermediate_values:
                 return trial
         return None

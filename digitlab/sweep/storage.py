@@ -26,9 +26,6 @@ IDENTITY_ATTR = "digitlab_sweep"  # the study's user attribute holding its searc
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 DEFAULT_DATABASE = "study.db"
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
-# Optuna expects heartbeats with Study.optimize only; `claim_trial` runs Optuna's heartbeat thread itself.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def storage_url(url: Optional[str], folder: Path) -> str:
@@ -61,19 +58,35 @@ def open_storage(url: str, sweep: SweepFile) -> RDBStorage:
                         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (several workers) or sqlite:///FILE.db "
                         "(one machine); without --storage the sweep keeps a SQLite file in its folder.")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {"timeout": 60}
+    engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": True}
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
-            heartbeat_interval=sweep.heartbeat_interval,
-            grace_period=sweep.grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ImportError) as error:
+        with _creating_tables(url, engine_kwargs), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=sweep.heartbeat_interval,
+                grace_period=sweep.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ImportError, OSError) as error:
         reason = " ".join(str(getattr(error, "orig", None) or error).split("(Background on")[0].split())
-        raise UserError(f"Cannot open the sweep's storage {shown(url)}: {reason[:400]}. Check that the server "
+        reason = reason[:400].rstrip(".") + ("" if reason[:400].endswith(("?", "!")) else ".")
+        raise UserError(f"Cannot open the sweep's storage {shown(url)}: {reason} Check that the server "
                         "runs and accepts connections from this machine (host, port, user, password, database "
                         "name), or leave out --storage to keep the study in a SQLite file.") from None
+
+
+@contextmanager
+def _creating_tables(url: str, engine_kwargs: dict) -> Iterator[None]:
+    """Workers starting together on a new database would race to create Optuna's tables (the loser fails
+    with UniqueViolation): one at a time."""
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with database_lock(engine, "digitlab.sweep:tables"):
+            yield
+    finally:
+        engine.dispose()
 
 
 def load_study(storage: RDBStorage, name: str, sweep: SweepFile) -> optuna.Study:
@@ -103,13 +116,17 @@ def _differences(recorded: dict, identity: dict) -> str:
 
 @contextmanager
 def claim_lock(storage: RDBStorage, name: str) -> Iterator[None]:
-    """One worker at a time counts the study's trials and claims the next. PostgreSQL: an advisory lock of
-    the session (released by the server if the worker dies); SQLite: a lock on a file next to the database
-    (released by the kernel if the worker dies)."""
-    url = storage.engine.url
-    if url.get_backend_name() == "postgresql":
-        key = f"digitlab.sweep:{name}"
-        with storage.engine.connect() as connection:
+    """One worker at a time counts the study's trials and claims the next."""
+    with database_lock(storage.engine, f"digitlab.sweep:{name}"):
+        yield
+
+
+@contextmanager
+def database_lock(engine: sqlalchemy.engine.Engine, key: str) -> Iterator[None]:
+    """A lock that dies with its holder. PostgreSQL: an advisory lock of a session (the server releases it when
+    the connection drops); SQLite: a lock on a file next to the database (the kernel releases it)."""
+    if engine.url.get_backend_name() == "postgresql":
+        with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": key})
             try:
                 yield
@@ -117,7 +134,7 @@ def claim_lock(storage: RDBStorage, name: str) -> Iterator[None]:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": key})
                 connection.commit()
         return
-    with open(f"{url.database}.lock", "a") as lock_file:
+    with open(f"{engine.url.database}.lock", "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield
@@ -142,7 +159,10 @@ def claim_trial(study: optuna.Study, storage: RDBStorage, total: int) -> Union[C
     (Optuna never fails a running trial that has no heartbeat). It is Optuna's own heartbeat thread, the one
     `Study.optimize` runs; `optimize` itself cannot be used, as it claims a trial without asking first.
     """
-    with claim_lock(storage, study.study_name):
+    with claim_lock(storage, study.study_name), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna expects heartbeats with Study.optimize only; here its heartbeat thread runs without it.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again as WAITING
         counted = study.get_trials(deepcopy=False, states=COUNTED)
         if len(counted) < total or any(t.state == TrialState.WAITING for t in counted):
