@@ -132,7 +132,7 @@ def test_rerun_continues_to_the_new_total_and_another_space_is_refused(sweep, di
 
 
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_continues(data, tmp_path, digitlab_main):
-    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", pruner="none", trials=2)), "--name", NAME,
+    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", pruner="none", trials=1)), "--name", NAME,
             *fit_args(data, "--trainer.max_epochs", "6")]
     worker = Worker(args, tmp_path, "worker")
     folder = tmp_path / "lightning_logs" / "sweeps" / NAME
@@ -151,8 +151,8 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_continues(data, tmp_pat
     result = digitlab_main("sweep", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     counted = [state for state in states(study_of(folder)).values() if state != "FAIL"]
-    assert counted == ["COMPLETE"] * 2  # the failed trial does not count: a new one took its place
-    assert sorted(states(study_of(folder))) == list(range(3))
+    assert counted == ["COMPLETE"]  # the failed trial does not count: a new one took its place
+    assert sorted(states(study_of(folder))) == [0, 1]
 
 
 def bad_space(**distribution) -> dict:
@@ -207,3 +207,16 @@ def unused_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_diverged_trial_is_pruned_and_nothing_claims_a_best(data, tmp_path, digitlab_main):
+    sweep_file = write_sweep_file(tmp_path / "sweep.yaml", trials=1, space={
+        "model.init_args.lr": {"type": "categorical", "choices": [1.0e8]},
+        "model.init_args.lr_schedule": {"type": "categorical", "choices": ["constant"]}})
+    result = digitlab_main("sweep", "--sweep", str(sweep_file), "--name", NAME, *fit_args(data), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "lightning_logs" / "sweeps" / NAME
+    [trial] = study_of(folder).trials
+    assert trial.state.name == "PRUNED" and trial.user_attrs["stopped"].startswith("The training loss became")
+    assert "best.yaml: not written, no trial has completed yet" in result.stdout
+    assert not (folder / "best.yaml").exists() and not (folder / "history.png").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from digitlab.report import report_command
 from digitlab.sweep.storage import storage_url
 from sweep_helpers import Worker, fit_args, load_study, running_trial_of, states, wait_until, write_noisy_mnist, \
     write_sweep_file
@@ -65,8 +66,8 @@ def workers():
         worker.stop()
 
 
-def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers):
-    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=6)), "--name", "shared",
+def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers, capsys):
+    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=4)), "--name", "shared",
             "--storage", postgres, *fit_args(data)]
     # One working folder, so one lightning_logs: the workers must never collide on a run folder.
     workers += [Worker(args, tmp_path / "cwd", label) for label in ("first", "second")]
@@ -74,10 +75,10 @@ def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers):
         assert worker.wait() == 0, worker.output()
         assert "Traceback" not in worker.output()
     study = load_study(storage_url(postgres, tmp_path), "shared")
-    assert sorted(states(study)) == list(range(6))  # every trial number once, and no more trials than asked
+    assert sorted(states(study)) == list(range(4))  # every trial number once, and no more trials than asked
     assert set(states(study).values()) <= {"COMPLETE", "PRUNED"}  # none left RUNNING or WAITING
     folder = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "shared"
-    assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(6)]
+    assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(4)]
     for trial in study.trials:
         run = folder / f"trial_{trial.number}"
         assert trial.user_attrs["run"]["folder"] == str(run.resolve())
@@ -85,11 +86,14 @@ def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers):
     ran_by = {trial.user_attrs["run"]["pid"] for trial in study.trials}
     assert ran_by == {worker.pid for worker in workers}  # both took trials
     assert (folder / "best.yaml").is_file() and "postgresql" in (folder / "sweep.yaml").read_text()
+    report_command([str(folder), "--format", "csv"])  # finds the PostgreSQL study from sweep.yaml
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(int(row.split(",")[0]) for row in rows) == list(range(4))
 
 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres, data, tmp_path, workers):
     args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=2, pruner="none")), "--name", "killed",
-            "--storage", postgres, *fit_args(data, "--trainer.max_epochs", "6")]
+            "--storage", postgres, *fit_args(data, "--trainer.max_epochs", "4")]
     url = storage_url(postgres, tmp_path)
     workers += [Worker(args, tmp_path / "cwd", label) for label in ("victim", "survivor")]
     victim, survivor = workers

@@ -151,15 +151,15 @@ def _refuse_several_processes(config: Namespace) -> None:
 
 
 def _device_count(devices: Any) -> Optional[int]:
-    """1 for one device or "auto" (the sweep pins it to 1); anything else is several or all devices."""
-    if devices is None or str(devices).strip() in ("auto", "1", "1,", "[1]"):
+    """How many devices Lightning's `devices` means: 1 for "auto" (a sweep pins it to 1), None for all (-1)."""
+    if devices is None or str(devices).strip() == "auto":
         return 1
-    if isinstance(devices, (list, tuple)):
+    if isinstance(devices, (list, tuple)):  # device indices
         return len(devices)
     text = str(devices).strip()
-    if "," in text:
+    if "," in text:  # "0,1" or "0,": device indices
         return len([part for part in text.split(",") if part.strip()])
-    return int(text) if text.lstrip("-").isdigit() and int(text) > 0 else None
+    return int(text) if text.isdigit() else None
 
 
 def _refuse_no_validation(config: Namespace, sweep: SweepFile) -> None:

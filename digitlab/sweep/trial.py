@@ -13,6 +13,7 @@ from typing import Any, Optional
 import optuna
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from digitlab.errors import TrainingDiverged, UserError
@@ -88,14 +89,21 @@ def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> Frozen
         state = TrialState.PRUNED
     except BaseException as exception:  # noqa: B036 (Ctrl-C and SIGTERM must fail the trial too)
         error = exception
-        trial.set_user_attr("stopped", "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else
-                            f"{type(exception).__name__}: {exception}"[:500])
+        trial.set_user_attr("stopped", _why(exception))
     finally:
         claim.heartbeat.join()
         frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     if error is not None:
         raise error
     return frozen
+
+
+def _why(exception: BaseException) -> str:
+    if isinstance(exception, KeyboardInterrupt):
+        return "Ctrl-C"
+    if isinstance(exception, SIGTERMException):
+        return "SIGTERM"
+    return f"{type(exception).__name__}: {exception}"[:500]
 
 
 def run_trial(trial: optuna.Trial, setup: SweepSetup) -> float:
