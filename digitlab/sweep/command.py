@@ -53,22 +53,13 @@ def sweep_command(args: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command says what happens, once
     run_config = load_run_config(fit_args, sweep)
     folder = run_config.sweeps_root() / name
-    url = storage_url(options.storage, folder)
-    new_database = options.storage is None and not (folder / DEFAULT_DATABASE).exists()
-    if new_database:
-        _refuse_foreign_trials(folder, name)
-        folder.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(url, sweep)
-    if not new_database and not _study_exists(storage, name):
-        _refuse_foreign_trials(folder, name)
-    study = load_study(storage, name, sweep)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_marker(folder, {"name": name, "storage": DEFAULT_DATABASE if options.storage is None else shown(url),
-                          "command": _command_line(args)})
+    storage, study = _open_study(options.storage, folder, name, sweep)
+    kept_in = DEFAULT_DATABASE if options.storage is None else shown(storage.url)  # never the password
+    write_marker(folder, {"name": name, "storage": kept_in, "command": _command_line(args)})
     setup = SweepSetup(name, folder, sweep, run_config)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     _say(f"sweep {name}: {total} trials in all ({done} already counted), {sweep.objective} "
-         f"({sweep.direction}), study in {shown(url)}, runs in {folder}/")
+         f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
     try:
         mine = _work(study, storage, setup, total, options.timeout)
     except KeyboardInterrupt:
@@ -83,6 +74,21 @@ def sweep_command(args: list[str]) -> None:
     if overheads:
         _say(f"per-trial overhead (a trial's wall time outside trainer.fit): median {statistics.median(overheads):.2f} "
              f"s over this worker's {len(overheads)} trials")
+
+
+def _open_study(storage_option: Optional[str], folder: Path, name: str, sweep) -> tuple:
+    """The storage and the sweep's study. Nothing is created before every check has passed, except the sweep
+    folder that a new SQLite database needs."""
+    new_database = storage_option is None and not (folder / DEFAULT_DATABASE).exists()
+    if new_database:
+        _refuse_foreign_trials(folder, name)
+        folder.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url(storage_option, folder), sweep)
+    if not new_database and not _study_exists(storage, name):
+        _refuse_foreign_trials(folder, name)
+    study = load_study(storage, name, sweep)
+    folder.mkdir(parents=True, exist_ok=True)
+    return storage, study
 
 
 def _work(study: optuna.Study, storage, setup: SweepSetup, total: int, timeout: Optional[float]) -> list:
@@ -108,8 +114,7 @@ def _work(study: optuna.Study, storage, setup: SweepSetup, total: int, timeout: 
 
 
 def _describe(trial: optuna.trial.FrozenTrial, setup: SweepSetup) -> str:
-    value = trial.value if trial.value is not None else None
-    result = f" {setup.sweep.objective} {value:.4f}" if value is not None else ""
+    result = f" {setup.sweep.objective} {trial.value:.4f}" if trial.value is not None else ""
     validations = trial.user_attrs.get("validations")
     after = f" after {validations} validation{'s' * (validations != 1)}" if validations is not None else ""
     reason = f" ({trial.user_attrs['stopped']})" if "stopped" in trial.user_attrs else ""
