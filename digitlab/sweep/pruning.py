@@ -7,7 +7,7 @@ refused), so the decision taken here is the trainer's whole decision.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import optuna
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -17,7 +17,8 @@ from digitlab.errors import UserError
 
 class ReportToOptuna(Callback):
     """After each validation: report `objective` to `trial` (step = the validation's index, so trials with
-    different batch sizes compare at the same epoch) and, when Optuna says so, stop after this epoch.
+    different batch sizes compare at the same epoch) and, when Optuna says so, stop after this epoch (never at
+    the end of the last one).
 
     `best` is the best value seen (the trial's result: the checkpoint kept is the best epoch's too);
     `pruned_after` the number of validations when the trial was pruned; `exception` what stopped the fit, if
@@ -45,7 +46,7 @@ class ReportToOptuna(Callback):
         self.validations += 1
         if self.best is None or (value > self.best if self.maximize else value < self.best):
             self.best = value
-        if self.trial.should_prune():
+        if not _is_final(trainer) and self.trial.should_prune():
             self.pruned_after = self.validations
             trainer.should_stop = True
             for logger in trainer.loggers:  # the run's own record (TensorBoard: Scalars and HParams)
@@ -54,5 +55,9 @@ class ReportToOptuna(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.exception = exception
 
-    def state_dict(self) -> dict[str, Any]:  # nothing of a trial belongs in its checkpoints
-        return {}
+
+def _is_final(trainer: Trainer) -> bool:
+    """The validation at the end of the last epoch: pruning there would save nothing, and a trial that ran its
+    whole budget is complete (the sampler learns more from it)."""
+    last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+    return last_epoch and trainer.is_last_batch

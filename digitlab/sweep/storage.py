@@ -149,6 +149,7 @@ WAIT = "wait"  # no trial to claim now, but some run elsewhere and may fail: ask
 class Claim:
     trial: optuna.Trial
     heartbeat: BaseHeartbeatThread  # started; join it once the trial is told
+    storage: RDBStorage
 
 
 def claim_trial(study: optuna.Study, storage: RDBStorage, total: int) -> Union[Claim, str, None]:
@@ -170,5 +171,5 @@ def claim_trial(study: optuna.Study, storage: RDBStorage, total: int) -> Union[C
             storage.record_heartbeat(trial._trial_id)
             heartbeat = get_heartbeat_thread(trial._trial_id, storage)
             heartbeat.start()
-            return Claim(trial, heartbeat)
+            return Claim(trial, heartbeat, storage)
         return WAIT if any(t.state == TrialState.RUNNING for t in counted) else None

@@ -79,19 +79,29 @@ class SweepSetup:
 
 def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> FrozenTrial:
     """Run the claimed trial and tell the study how it ended: COMPLETE with its value, PRUNED, or FAIL (the
-    exception, Ctrl-C included, is raised again once the study knows)."""
+    exception, Ctrl-C included, is raised again once the study knows).
+
+    Recorded in the trial's user attributes: its run folder, host and process, the seconds inside
+    `trainer.fit`, the validations run, why it stopped early, and its config.yaml (`best.yaml` is made from
+    it, on any machine).
+    """
     trial = claim.trial
     study.sampler = setup.sweep.make_sampler(trial.number)  # before the first suggestion: see make_sampler
-    value, state, error = None, TrialState.FAIL, None
+    run, value, state, error = None, None, TrialState.FAIL, None
     try:
-        value, state = run_trial(trial, setup), TrialState.COMPLETE
+        run = TrialRun(trial, setup)
+        value, state = run.fit(), TrialState.COMPLETE
     except optuna.TrialPruned:
         state = TrialState.PRUNED
     except BaseException as exception:  # noqa: B036 (Ctrl-C and SIGTERM must fail the trial too)
         error = exception
-        trial.set_user_attr("stopped", _why(exception))
     finally:
         claim.heartbeat.join()
+        if error is not None and not isinstance(error, Exception):
+            # Ctrl-C may have struck inside a database call, leaving its session half-way: start a new one.
+            claim.storage.remove_session()
+        if run is not None:
+            run.record(_why(error) if error is not None else None)
         frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     if error is not None:
         raise error
@@ -106,36 +116,52 @@ def _why(exception: BaseException) -> str:
     return f"{type(exception).__name__}: {exception}"[:500]
 
 
-def run_trial(trial: optuna.Trial, setup: SweepSetup) -> float:
-    """Fit with the trial's values; return the best objective, or raise `optuna.TrialPruned`.
+class TrialRun:
+    """A trial as a run: its values, its folder (claimed at once), and the fit."""
 
-    Recorded in the trial's user attributes: its run folder, host and process, the seconds inside
-    `trainer.fit`, the validations run, and its config.yaml (`best.yaml` is made from it, on any machine).
-    Ctrl-C arrives as `KeyboardInterrupt` (Lightning turns it into an exit), SIGTERM as Lightning's
-    `SIGTERMException`; a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
-    """
-    values = {key: suggest(trial, key, distribution) for key, distribution in setup.sweep.space.items()}
-    folder = _claim_run_folder(setup.folder, trial.number)
-    trial.set_user_attr("run", {"folder": str(folder.resolve()), "host": socket.gethostname(), "pid": os.getpid()})
-    pruning = ReportToOptuna(trial, setup.sweep.objective, setup.sweep.maximize)
-    cli = None
-    try:
-        cli = TrialCLI(setup.run_config.trial_args(values), TrialLogger(folder, setup.name, trial.number), [pruning])
-    except TrainingDiverged as error:
-        trial.set_user_attr("stopped", str(error).split(";")[0])
-        raise optuna.TrialPruned(str(error)) from None
-    except SystemExit:
-        if isinstance(pruning.exception, KeyboardInterrupt):
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        _record(trial, folder, pruning, cli)
-    if pruning.pruned_after is not None:
-        raise optuna.TrialPruned(f"pruned after validation {pruning.pruned_after}")
-    if pruning.best is None:
-        raise UserError(f"Trial {trial.number} ran no validation, so it has no {setup.sweep.objective}. A sweep "
-                        "needs validation in every trial: check data.val_split and trainer.limit_val_batches.")
-    return pruning.best
+    def __init__(self, trial: optuna.Trial, setup: SweepSetup) -> None:
+        self.trial, self.setup = trial, setup
+        self.values = {key: suggest(trial, key, distribution) for key, distribution in setup.sweep.space.items()}
+        self.folder = _claim_run_folder(setup.folder, trial.number)
+        trial.set_user_attr("run", {"folder": str(self.folder.resolve()), "host": socket.gethostname(),
+                                    "pid": os.getpid()})
+        self.pruning = ReportToOptuna(trial, setup.sweep.objective, setup.sweep.maximize)
+        self.cli: Optional[TrialCLI] = None
+        self.stopped: Optional[str] = None
+
+    def fit(self) -> float:
+        """Fit with the trial's values; return the best objective, or raise `optuna.TrialPruned`.
+
+        Ctrl-C arrives as `KeyboardInterrupt` (Lightning turns it into an exit), SIGTERM as Lightning's
+        `SIGTERMException`; a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
+        """
+        logger = TrialLogger(self.folder, self.setup.name, self.trial.number)
+        try:
+            self.cli = TrialCLI(self.setup.run_config.trial_args(self.values), logger, [self.pruning])
+        except TrainingDiverged as error:
+            self.stopped = str(error).split(";")[0]
+            raise optuna.TrialPruned(str(error)) from None
+        except SystemExit:
+            if isinstance(self.pruning.exception, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
+        if self.pruning.pruned_after is not None:
+            raise optuna.TrialPruned(f"pruned after validation {self.pruning.pruned_after}")
+        if self.pruning.best is None:
+            raise UserError(f"Trial {self.trial.number} ran no validation, so it has no "
+                            f"{self.setup.sweep.objective}. A sweep needs validation in every trial: check "
+                            "data.val_split and trainer.limit_val_batches.")
+        return self.pruning.best
+
+    def record(self, failure: Optional[str]) -> None:
+        self.trial.set_user_attr("validations", self.pruning.validations)
+        if self.cli is not None and self.cli.fit_seconds is not None:
+            self.trial.set_user_attr("fit_seconds", round(self.cli.fit_seconds, 3))
+        if failure or self.stopped:
+            self.trial.set_user_attr("stopped", failure or self.stopped)
+        config = self.folder / "config.yaml"
+        if config.is_file():
+            self.trial.set_user_attr("config", config.read_text())
 
 
 def _claim_run_folder(sweep_folder: Path, number: int) -> Path:
@@ -147,12 +173,3 @@ def _claim_run_folder(sweep_folder: Path, number: int) -> Path:
                         "holds a trial of an earlier sweep of the same name that is not in this storage. Move "
                         "that folder away, or give the sweep another --name.") from None
     return folder
-
-
-def _record(trial: optuna.Trial, folder: Path, pruning: ReportToOptuna, cli: Optional[TrialCLI]) -> None:
-    trial.set_user_attr("validations", pruning.validations)
-    if cli is not None and cli.fit_seconds is not None:
-        trial.set_user_attr("fit_seconds", round(cli.fit_seconds, 3))
-    config = folder / "config.yaml"
-    if config.is_file():
-        trial.set_user_attr("config", config.read_text())
