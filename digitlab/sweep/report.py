@@ -72,7 +72,7 @@ def format_trials(study: Any, folder: Path, style: str) -> str:
     formats = [str, str, "{:.4f}".format, *([_value] * len(keys)), str, _duration, str]
     headers = ["trial", "state", objective, *short_names(keys), "validations", "wall time", "run"]
     cells = [["—" if cell is None else fmt(cell) for cell, fmt in zip(row, formats)] for row in rows]
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and i != 1
+    numeric = [all(row[i] is None or isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows)
                for i in range(len(headers))]
     title = f"Sweep {study.study_name}: {len(trials)} trials, best {objective} first\n"
     if style == "markdown":

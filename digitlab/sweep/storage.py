@@ -27,7 +27,6 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialStat
 DEFAULT_DATABASE = "study.db"
 
 
-
 def storage_url(url: Optional[str], folder: Path) -> str:
     """The SQLAlchemy URL: the sweep folder's SQLite file by default; `postgresql://` uses psycopg 3."""
     if url is None:
