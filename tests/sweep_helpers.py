@@ -72,7 +72,8 @@ class Worker:
     def __init__(self, args: list[str], cwd: Path, label: str) -> None:
         cwd.mkdir(parents=True, exist_ok=True)
         self.out, self.err = cwd / f"{label}.out", cwd / f"{label}.err"
-        env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
+        # One thread each, as README advises for several workers on one machine's cores.
+        env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1", "OMP_NUM_THREADS": "1"}
         env.pop("DIGITLAB_DATA_DIR", None)
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.process = subprocess.Popen([str(Path(sys.executable).with_name("digitlab")), "sweep", *args],
