@@ -105,6 +105,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
                          "digitlab.export:export_command"),
     "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.serve:serve_command"),
+    "sweep": Subcommand("tune hyperparameters with Optuna, every trial a fit", "digitlab.sweep.command:sweep_command"),
 }
 
 

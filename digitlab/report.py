@@ -413,7 +413,8 @@ def report_command(args: list[str]) -> None:
         "with the checkpoint it evaluated. Nothing is written into the runs.",
     )
     parser.add_argument("log_dirs", nargs="*", default=["lightning_logs"], metavar="LOG_DIR",
-                        help="a folder of runs, or one run's folder (default: lightning_logs)")
+                        help="a folder of runs, one run's folder, or a sweep's folder (lightning_logs/sweeps/NAME: "
+                        "its trials, best first) (default: lightning_logs)")
     parser.add_argument("--format", choices=["table", "markdown", "csv"], default="table",
                         help="plain table (default), markdown table, or CSV with raw values (wall time in seconds)")
     parser.add_argument("--sort", choices=KEYS, default="test_acc",
@@ -426,7 +427,16 @@ def report_command(args: list[str]) -> None:
     if options.plot is not None:
         check_plot_path(options.plot)  # before any run is read
 
-    runs = sort_runs(load_runs([Path(log_dir) for log_dir in options.log_dirs]), options.sort)
+    from digitlab.sweep.report import is_sweep_folder, sweep_report  # a sweep's folder: its trials, best first
+
+    folders = [Path(log_dir) for log_dir in options.log_dirs]
+    sweeps = [folder for folder in folders if is_sweep_folder(folder)]
+    for folder in sweeps:
+        sys.stdout.write(sweep_report(folder, options.format))
+    others = [folder for folder in folders if folder not in sweeps]
+    if sweeps and not others:
+        return
+    runs = sort_runs(load_runs(others), options.sort)
     sys.stdout.write(format_runs(runs, options.format))
     if options.plot is not None:
         plot_val_acc(runs, options.plot)

@@ -1,0 +1,186 @@
+"""`digitlab sweep --sweep FILE [--trials N] [--timeout S] [--storage URL] [--name NAME] FIT_ARGS...`
+
+One worker: it claims trials from the study until the study has its `--trials` (the total over all workers
+and all runs of the command), runs each as a `digitlab fit` in this process, and waits for trials still
+running elsewhere, which may fail and come back to be retried. Then it writes the sweep's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from digitlab.errors import UserError
+from digitlab.sweep.report import format_trials, write_marker
+from digitlab.sweep.results import write_results
+from digitlab.sweep.run_config import load_run_config
+from digitlab.sweep.storage import (
+    COUNTED,
+    DEFAULT_DATABASE,
+    WAIT,
+    claim_trial,
+    load_study,
+    open_storage,
+    shown,
+    storage_url,
+)
+from digitlab.sweep.sweep_file import load_sweep_file
+from digitlab.sweep.trial import SweepSetup, run_and_tell
+from digitlab.trainer_cli import _quiet_lightning_notices
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def sweep_command(args: list[str]) -> None:
+    options, fit_args = _parser().parse_known_args(args)
+    _check_options(options)
+    sweep = load_sweep_file(options.sweep)
+    total = options.trials or sweep.trials
+    name = options.name or sweep.path.stem
+    if not NAME.fullmatch(name):
+        raise UserError(f"The sweep name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder and "
+                        "a study). Pass --name NAME.")
+    _quiet_lightning_notices()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command says what happens, once
+    run_config = load_run_config(fit_args, sweep)
+    folder = run_config.sweeps_root() / name
+    storage, study = _open_study(options.storage, folder, name, sweep)
+    kept_in = DEFAULT_DATABASE if options.storage is None else shown(storage.url)  # never the password
+    write_marker(folder, {"name": name, "storage": kept_in, "command": _command_line(args)})
+    setup = SweepSetup(name, folder, sweep, run_config)
+    done = len(study.get_trials(deepcopy=False, states=COUNTED))
+    _say(f"sweep {name}: {total} trials in all ({done} already counted), {sweep.objective} "
+         f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
+    try:
+        mine = _work(study, storage, setup, total, options.timeout)
+    except KeyboardInterrupt:
+        _stopped(name, "Ctrl-C", 1)
+    except SIGTERMException:
+        _stopped(name, "SIGTERM", 143)
+    print(format_trials(study, folder, "table"))
+    for line in write_results(study, folder, sweep.objective, bool(run_config.config.get("test_after_fit", True))):
+        _say(line)
+    overheads = [t.duration.total_seconds() - t.user_attrs["fit_seconds"] for t in mine
+                 if t.duration is not None and "fit_seconds" in t.user_attrs]
+    if overheads:
+        _say(f"per-trial overhead (a trial's wall time outside trainer.fit): median {statistics.median(overheads):.2f} "
+             f"s over this worker's {len(overheads)} trials")
+
+
+def _open_study(storage_option: Optional[str], folder: Path, name: str, sweep) -> tuple:
+    """The storage and the sweep's study. Nothing is created before every check has passed, except the sweep
+    folder that a new SQLite database needs."""
+    new_database = storage_option is None and not (folder / DEFAULT_DATABASE).exists()
+    if new_database:
+        _refuse_foreign_trials(folder, name)
+        folder.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url(storage_option, folder), sweep)
+    if not new_database and not _study_exists(storage, name):
+        _refuse_foreign_trials(folder, name)
+    study = load_study(storage, name, sweep)
+    folder.mkdir(parents=True, exist_ok=True)
+    return storage, study
+
+
+def _work(study: optuna.Study, storage, setup: SweepSetup, total: int, timeout: Optional[float]) -> list:
+    """Claim and run trials until the study is done (or `timeout` seconds have passed); this worker's trials."""
+    started, mine, waiting = time.monotonic(), [], False
+    while timeout is None or time.monotonic() - started < timeout:
+        claim = claim_trial(study, storage, total)
+        if claim is None:
+            return mine
+        if claim == WAIT:
+            if not waiting:
+                _say(f"sweep {setup.name}: all {total} trials are taken; waiting for those running elsewhere (a "
+                     "worker that died has its trial retried here)")
+            waiting = True
+            time.sleep(setup.sweep.heartbeat_interval)
+            continue
+        waiting = False
+        trial = run_and_tell(study, claim, setup)
+        mine.append(trial)
+        _say(_describe(trial, setup))
+    _say(f"sweep {setup.name}: --timeout {timeout:g} s reached; run the command again to continue")
+    return mine
+
+
+def _describe(trial: optuna.trial.FrozenTrial, setup: SweepSetup) -> str:
+    result = f" {setup.sweep.objective} {trial.value:.4f}" if trial.value is not None else ""
+    validations = trial.user_attrs.get("validations")
+    after = f" after {validations} validation{'s' * (validations != 1)}" if validations is not None else ""
+    reason = f" ({trial.user_attrs['stopped']})" if "stopped" in trial.user_attrs else ""
+    values = ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
+                       f"{key.rsplit('.', 1)[-1]}={value}" for key, value in trial.params.items())
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    return (f"sweep {setup.name}: trial {trial.number} {trial.state.name}{result}{after}{reason} in {seconds:.1f} s: "
+            f"{values} -> {setup.folder / f'trial_{trial.number}'}")
+
+
+def _study_exists(storage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _refuse_foreign_trials(folder: Path, name: str) -> None:
+    """A new study must not adopt run folders left by an earlier sweep of the same name."""
+    if folder.is_dir() and any(folder.glob("trial_*")):
+        raise UserError(f"{folder} holds trial folders of an earlier sweep named '{name}', but its study is not in "
+                        "this storage. Give this sweep another --name, or move that folder away.")
+
+
+def _stopped(name: str, how: str, code: int) -> None:
+    print(f"digitlab: sweep {name} stopped by {how}; the running trial (if any) is marked FAIL and does not count. "
+          "Run the same command again to continue the sweep.", file=sys.stderr)
+    sys.exit(code)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _command_line(args: list[str]) -> str:
+    """The command as typed, with a --storage password hidden."""
+    shown_args = [shown(arg) if previous == "--storage" else arg for previous, arg in zip(["", *args], args)]
+    return shlex.join(["digitlab", "sweep", *shown_args])
+
+
+def _check_options(options: argparse.Namespace) -> None:
+    if options.trials is not None and options.trials < 1:
+        raise UserError(f"--trials {options.trials}: a sweep needs at least one trial.")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UserError(f"--timeout {options.timeout:g}: give a positive number of seconds.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitlab sweep",
+        allow_abbrev=False,  # every other option belongs to the run config: never guess at a prefix
+        description="Tune a model with Optuna: every trial is a `digitlab fit` with the run config given by the "
+        "other options (--config FILE, --data.data_dir DIR, --trainer.max_epochs N, ...; see `digitlab fit "
+        "--help`) and the trial's values from the search space. Runs go to lightning_logs/sweeps/NAME/trial_N/.",
+        epilog="Several workers (one per GPU, or on several machines) join one sweep by running the same command "
+        "with the same --storage postgresql://... . Running the command again continues the sweep.",
+    )
+    parser.add_argument("--sweep", type=Path, required=True, metavar="FILE",
+                        help="the sweep file: search space, objective, sampler, pruner (configs/sweeps/*.yaml)")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="trials in the whole sweep, over all workers and runs (default: the sweep file's)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="claim no new trial after this many seconds (the running one finishes)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="postgresql://USER:PASSWORD@HOST:PORT/DB to share the sweep between workers (default: "
+                        "a SQLite file in the sweep's folder)")
+    parser.add_argument("--name", metavar="NAME", help="the sweep's name (default: the sweep file's name)")
+    return parser

@@ -1,0 +1,110 @@
+"""Several `digitlab sweep` workers on one PostgreSQL study: a real server, started here in a temporary folder on
+a loopback port. The trials are shared out exactly, and a worker killed mid-trial has its trial failed by the
+heartbeat and retried, with the same values, by the other worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from digitlab.report import report_command
+from digitlab.sweep.storage import storage_url
+from sweep_helpers import Worker, fit_args, load_study, running_trial_of, states, wait_until, write_noisy_mnist, \
+    write_sweep_file
+
+SERVER_FOLDERS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+SERVER_BIN = next((folder for folder in SERVER_FOLDERS if (folder / "pg_ctl").is_file()), None)
+if SERVER_BIN is None and shutil.which("pg_ctl") and shutil.which("initdb"):
+    SERVER_BIN = Path(shutil.which("pg_ctl")).parent
+
+pytestmark = pytest.mark.skipif(SERVER_BIN is None, reason="the PostgreSQL server binaries (initdb, pg_ctl) are not "
+                                "installed (Debian: postgresql-15; they live in /usr/lib/postgresql/15/bin)")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> str:
+    """A PostgreSQL server of its own for this module: its URL. As root, the server runs as `postgres` (initdb
+    and pg_ctl refuse root), in a folder that user owns."""
+    as_server_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="digitlab-postgres-"))
+    if as_server_user:
+        shutil.chown(root, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def server(*command: str) -> None:
+        subprocess.run([*as_server_user, *command], check=True, capture_output=True, timeout=120)
+
+    server(str(SERVER_BIN / "initdb"), "-D", str(root / "data"), "-U", "digitlab", "--auth=trust", "-E", "UTF8")
+    server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-o",
+           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql://digitlab@127.0.0.1:{port}/postgres"
+    finally:
+        server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_noisy_mnist(tmp_path_factory.mktemp("data"), train=600)
+
+
+@pytest.fixture
+def workers():
+    started: list[Worker] = []
+    yield started
+    for worker in started:  # a failed test must not leave a worker training
+        worker.stop()
+
+
+def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers, capsys):
+    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=4)), "--name", "shared",
+            "--storage", postgres, *fit_args(data)]
+    # One working folder, so one lightning_logs: the workers must never collide on a run folder.
+    workers += [Worker(args, tmp_path / "cwd", label) for label in ("first", "second")]
+    for worker in workers:
+        assert worker.wait() == 0, worker.output()
+        assert "Traceback" not in worker.output()
+    study = load_study(storage_url(postgres, tmp_path), "shared")
+    assert sorted(states(study)) == list(range(4))  # every trial number once, and no more trials than asked
+    assert set(states(study).values()) <= {"COMPLETE", "PRUNED"}  # none left RUNNING or WAITING
+    folder = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "shared"
+    assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(4)]
+    for trial in study.trials:
+        run = folder / f"trial_{trial.number}"
+        assert trial.user_attrs["run"]["folder"] == str(run.resolve())
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
+    ran_by = {trial.user_attrs["run"]["pid"] for trial in study.trials}
+    assert ran_by == {worker.pid for worker in workers}  # both took trials
+    assert (folder / "best.yaml").is_file() and "postgresql" in (folder / "sweep.yaml").read_text()
+    report_command([str(folder), "--format", "csv"])  # finds the PostgreSQL study from sweep.yaml
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(int(row.split(",")[0]) for row in rows) == list(range(4))
+
+
+def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres, data, tmp_path, workers):
+    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=2, pruner="none")), "--name", "killed",
+            "--storage", postgres, *fit_args(data, "--trainer.max_epochs", "4")]
+    url = storage_url(postgres, tmp_path)
+    workers += [Worker(args, tmp_path / "cwd", label) for label in ("victim", "survivor")]
+    victim, survivor = workers
+    killed = wait_until(running_trial_of(lambda: load_study(url, "killed"), victim.pid), victim)
+    victim.process.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    assert survivor.wait() == 0, survivor.output()
+
+    study = load_study(url, "killed")
+    assert states(study)[killed.number] == "FAIL"
+    [retry] = [trial for trial in study.trials if trial.system_attrs.get("failed_trial") == killed.number]
+    assert retry.state.name == "COMPLETE" and retry.params == killed.params
+    assert retry.user_attrs["run"]["pid"] == survivor.pid
+    assert sorted(states(study).values()) == ["COMPLETE"] * 2 + ["FAIL"]  # the retry took the failed trial's place
