@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab import checkpoints
 from digitlab.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
+from digitlab.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.callbacks.interrupt import stop_report
 from digitlab.checkpoint_io import AtomicCheckpointIO
 from digitlab.data import MNISTDataModule
@@ -141,6 +142,7 @@ class DigitLabCLI(LightningCLI):
             raise lightning_refusal(error, self.subcommand) or error
         check_trainer(trainer, self.datamodule.hparams.get("val_split"))
         self._refuse_existing_run_folder(trainer)
+        skip_idle_batch_hooks(trainer.callbacks)
         return trainer
 
     def _set_seed(self) -> None:
