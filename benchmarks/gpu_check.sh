@@ -14,6 +14,7 @@
 #   benchmarks/gpu_check.sh                     # from anywhere; PYTHON and DIGITLAB_DATA_DIR may be set
 set -uo pipefail
 cd "$(dirname "$0")/.."
+repo=$(pwd)
 PYTHON=${PYTHON:-python}
 export DIGITLAB_DATA_DIR=${DIGITLAB_DATA_DIR:-$(cd .. && pwd)/shared/data/mnist}
 export DIGITLAB_DISABLE_PLUGINS=1
@@ -23,12 +24,12 @@ rows=()
 failed=0
 
 row() {  # check, result, seconds, status
-    rows+=("$(printf '%-52s | %-40s | %7s | %s' "$1" "$2" "$3" "$4")")
+    rows+=("$(printf '%-52s | %-44s | %7s | %s' "$1" "$2" "$3" "$4")")
     [ "$4" = FAILED ] && failed=1
     return 0
 }
 
-digitlab() {  # a digitlab command in its own empty folder; output in $work/out
+digitlab() {  # a digitlab command in an empty folder of its own (config paths absolute); output in $work/out
     rm -rf "$work/run" && mkdir "$work/run"
     (cd "$work/run" && "$PYTHON" -m digitlab.cli "$@") >"$work/out" 2>&1
 }
@@ -72,14 +73,14 @@ fi
 
 # 3. The DDP overlay on every GPU (2 CPU processes without CUDA): every test image counted exactly once.
 if [ "$gpus" = 0 ]; then
-    overlay=configs/trainer/cpu_ddp.yaml
+    overlay=$repo/configs/trainer/cpu_ddp.yaml
     where="2 CPU processes"
 else
-    overlay=configs/trainer/ddp.yaml
+    overlay=$repo/configs/trainer/ddp.yaml
     where="$gpus GPU(s)"
 fi
 start=$SECONDS
-digitlab fit --config configs/centroid.yaml --config "$overlay" --trainer.enable_progress_bar false
+digitlab fit --config "$repo/configs/centroid.yaml" --config "$overlay" --trainer.enable_progress_bar false
 if [ $? -eq 0 ] && grep -q "Test accuracy: 0.8203 on 10000 images" "$work/out"; then
     row "DDP overlay, centroid ($where)" "0.8203 on 10000 images, as on one process" $((SECONDS - start)) ok
 else
@@ -91,7 +92,7 @@ if [ "$gpus" = 0 ]; then
     row "DDP overlay, LeNet-5 (GPUs)" "-" - "skipped: no CUDA"
 else
     start=$SECONDS
-    digitlab fit --config configs/lenet5_fast.yaml --config "$overlay" --trainer.max_epochs 1 \
+    digitlab fit --config "$repo/configs/lenet5_fast.yaml" --config "$overlay" --trainer.max_epochs 1 \
         --trainer.enable_progress_bar false
     result=$(grep -o "Test accuracy: .*" "$work/out")
     if [ -n "$result" ] && echo "$result" | grep -q "on 10000 images"; then
@@ -103,6 +104,6 @@ else
 fi
 
 echo
-printf '%-52s | %-40s | %7s | %s\n' "check" "result" "seconds" "status"
+printf '%-52s | %-44s | %7s | %s\n' "check" "result" "seconds" "status"
 printf '%s\n' "${rows[@]}"
 exit $failed

@@ -132,10 +132,12 @@ class DigitLabCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _before_run
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self.config[self.subcommand]
+        # Without a subcommand (run=False, as the benchmarks build a run) the config is not nested.
+        config, config_init = ((self.config[self.subcommand], self.config_init[self.subcommand]) if self.subcommand
+                               else (self.config, self.config_init))
         if "logger" not in kwargs and not config.trainer.get("fast_dev_run"):
             kwargs["logger"] = self._run_loggers(config)
-        kwargs.setdefault("plugins", _with_atomic_checkpoints(self.config_init[self.subcommand].trainer.get("plugins")))
+        kwargs.setdefault("plugins", _with_atomic_checkpoints(config_init.trainer.get("plugins")))
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except CONSTRUCTION_ERRORS as error:
