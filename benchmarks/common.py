@@ -29,9 +29,11 @@ def machine(threads: int) -> str:
 def build(config: str, *overrides: str):
     """Model, data module and trainer exactly as `digitlab fit --config CONFIG OVERRIDES` would make them."""
     from digitlab.callbacks import picture_callbacks
+    from digitlab.callbacks.idle_hooks import skip_idle_batch_hooks
     from digitlab.trainer_cli import DigitLabCLI
 
     cli = DigitLabCLI(args=["--config", str(REPO / config), *overrides], run=False)
     # Without a subcommand (run=False) there is no --pictures option: add what `digitlab fit` adds by default.
     cli.trainer.callbacks[:0] = picture_callbacks()
+    skip_idle_batch_hooks(cli.trainer.callbacks)
     return cli.model, cli.datamodule, cli.trainer

@@ -38,6 +38,8 @@ class TestAccuracyClock(Callback):
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the epoch's queued GPU work belongs to its time
         self.training_seconds += time.perf_counter() - self.started
         pl_module.eval()
         with torch.no_grad():

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab import checkpoints
 from digitlab.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
+from digitlab.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.callbacks.interrupt import stop_report
 from digitlab.checkpoint_io import AtomicCheckpointIO
 from digitlab.data import MNISTDataModule
@@ -132,16 +133,19 @@ class DigitLabCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _before_run
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self.config[self.subcommand]
+        # Without a subcommand (run=False, as the benchmarks build a run) the config is not nested.
+        config, config_init = ((self.config[self.subcommand], self.config_init[self.subcommand]) if self.subcommand
+                               else (self.config, self.config_init))
         if "logger" not in kwargs and not config.trainer.get("fast_dev_run"):
             kwargs["logger"] = self._run_loggers(config)
-        kwargs.setdefault("plugins", _with_atomic_checkpoints(self.config_init[self.subcommand].trainer.get("plugins")))
+        kwargs.setdefault("plugins", _with_atomic_checkpoints(config_init.trainer.get("plugins")))
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except CONSTRUCTION_ERRORS as error:
             raise lightning_refusal(error, self.subcommand) or error
         check_trainer(trainer, self.datamodule.hparams.get("val_split"))
         self._refuse_existing_run_folder(trainer)
+        skip_idle_batch_hooks(trainer.callbacks)
         return trainer
 
     def _set_seed(self) -> None:

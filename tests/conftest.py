@@ -21,6 +21,16 @@ requires_mnist = pytest.mark.skipif(
 )
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` are skipped, with the reason, where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def idx_bytes(array: torch.Tensor) -> bytes:
     """Encode a uint8 tensor as an IDX file (magic 0x0000080N, big-endian dimensions, raw bytes)."""
     header = bytes([0, 0, 0x08, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)

@@ -1,4 +1,5 @@
-"""Run by test_ddp.py as a script: fits or tests a model with Lightning's DDP on CPU processes (gloo).
+"""Run by test_ddp.py as a script: fits or tests a model with Lightning's DDP on CPU processes (gloo), or on
+GPUs (NCCL) with `--accelerator gpu` (test_gpu.py).
 
 Lightning's subprocess launcher re-runs this script for every rank; each rank writes what it ended
 with (weights and logged metrics) to OUT/rank<N>.pt for the test to compare.
@@ -18,19 +19,22 @@ from digitlab.registry import get_model_class  # noqa: E402
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
 parser.add_argument("--devices", type=int, required=True)
+parser.add_argument("--accelerator", default="cpu")
 parser.add_argument("--data", required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--val_split", type=int, default=0)
 parser.add_argument("--batch_size", type=int, default=16)
+parser.add_argument("--eval_batch_size", type=int, default=16)
 parser.add_argument("--max_steps", type=int, default=-1)
 parser.add_argument("--fit", action="store_true")
 args = parser.parse_args()
 
 seed_everything(0)
 model = get_model_class(args.model)()
-data = MNISTDataModule(args.data, download=False, verify=False, val_split=args.val_split, batch_size=args.batch_size)
+data = MNISTDataModule(args.data, download=False, verify=False, val_split=args.val_split, batch_size=args.batch_size,
+                      eval_batch_size=args.eval_batch_size)
 trainer = Trainer(
-    accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto", max_epochs=1,
+    accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto", max_epochs=1,
     max_steps=args.max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
     enable_model_summary=False,
 )
@@ -40,5 +44,5 @@ if args.fit:
     metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
 trainer.test(model, datamodule=data, verbose=False)
 metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
-state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 torch.save({"state": state, "metrics": metrics}, Path(args.out) / f"rank{trainer.global_rank}.pt")

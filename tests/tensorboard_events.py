@@ -8,14 +8,21 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
+def _events(run_dir: Path, kind: str):
+    """(tag, its events) for every tag of `kind` ("scalars", "images") in every event file of a run, in order."""
+    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(event_file), size_guidance={kind: 0})
+        accumulator.Reload()
+        read = accumulator.Scalars if kind == "scalars" else accumulator.Images
+        for tag in accumulator.Tags()[kind]:
+            yield tag, read(tag)
+
+
 def scalars(run_dir: Path) -> dict[str, list[float]]:
     """Every scalar tag of a run (all event files in its folder) -> its values in order."""
     values: dict[str, list[float]] = {}
-    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            values.setdefault(tag, []).extend(event.value for event in accumulator.Scalars(tag))
+    for tag, events in _events(run_dir, "scalars"):
+        values.setdefault(tag, []).extend(event.value for event in events)
     return values
 
 
@@ -24,11 +31,14 @@ def images(run_dir: Path) -> dict[str, list]:
     from PIL import Image
 
     decoded: dict[str, list] = {}
-    for event_file in sorted(run_dir.glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(event_file), size_guidance={"images": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["images"]:
-            decoded.setdefault(tag, []).extend(
-                Image.open(io.BytesIO(event.encoded_image_string)) for event in accumulator.Images(tag)
-            )
+    for tag, events in _events(run_dir, "images"):
+        decoded.setdefault(tag, []).extend(Image.open(io.BytesIO(event.encoded_image_string)) for event in events)
     return decoded
+
+
+def image_steps(run_dir: Path) -> dict[str, list[int]]:
+    """Every image tag of a run -> the steps its images were logged at, in order."""
+    steps: dict[str, list[int]] = {}
+    for tag, events in _events(run_dir, "images"):
+        steps.setdefault(tag, []).extend(event.step for event in events)
+    return steps

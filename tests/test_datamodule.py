@@ -70,7 +70,7 @@ def test_test_split_is_the_whole_test_file_in_order(synthetic_mnist):
 
 
 def test_batches_are_sliced_then_scaled_on_transfer(synthetic_mnist):
-    data = make(synthetic_mnist, batch_size=16, val_split=0)
+    data = make(synthetic_mnist, eval_batch_size=16, val_split=0)
     data.setup("test")
     images, labels = next(iter(data.test_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (16, 28, 28)
@@ -79,6 +79,16 @@ def test_batches_are_sliced_then_scaled_on_transfer(synthetic_mnist):
     assert scaled.shape == (16, 1, 28, 28) and scaled.dtype == torch.float32
     assert torch.allclose(scaled[:, 0], images.float() / 255)
     assert same_labels is labels
+
+
+def test_evaluation_batches_have_their_own_size(synthetic_mnist):
+    data = make(synthetic_mnist, batch_size=8, eval_batch_size=30, val_split=40)
+    data.setup("fit")
+    data.setup("test")
+    assert [len(labels) for _, labels in data.train_dataloader()] == [8] * 20
+    assert [len(labels) for _, labels in data.val_dataloader()] == [30, 10]
+    assert [len(labels) for _, labels in data.test_dataloader()] == [30, 20]
+    assert [len(labels) for _, labels in data.predict_dataloader()] == [30, 20]
 
 
 def test_getitems_matches_getitem():
@@ -118,8 +128,9 @@ def test_on_a_cpu_the_data_sets_stay_in_host_memory(synthetic_mnist):
 
 @pytest.mark.parametrize(
     "kwargs, named",
-    [({"batch_size": 0}, "batch_size=0"), ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0"),
-     ({"seed": -1}, "seed=-1"), ({"seed": 2**63}, "seed=9223372036854775808.*0 to 2\\*\\*63 - 1")],
+    [({"batch_size": 0}, "batch_size=0"), ({"eval_batch_size": 0}, "eval_batch_size=0"),
+     ({"val_split": -1}, "val_split=-1"), ({"val_split": 1.0}, "val_split=1.0"), ({"seed": -1}, "seed=-1"),
+     ({"seed": 2**63}, "seed=9223372036854775808.*0 to 2\\*\\*63 - 1")],
 )
 def test_bad_values_are_refused_with_their_name(tmp_path, kwargs, named):
     with pytest.raises(UserError, match=named):

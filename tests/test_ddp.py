@@ -14,10 +14,11 @@ from conftest import run_digitlab, write_mnist_like
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def run_worker(tmp_path: Path, data: Path, devices: int, *args: str) -> list[dict]:
-    out = tmp_path / f"out-{devices}-{'-'.join(args)}"
+def run_worker(tmp_path: Path, data: Path, devices: int, *args: str, accelerator: str = "cpu") -> list[dict]:
+    out = tmp_path / f"out-{accelerator}-{devices}-{'-'.join(args)}"
     out.mkdir()
-    command = [sys.executable, str(WORKER), "--devices", str(devices), "--data", str(data), "--out", str(out), *args]
+    command = [sys.executable, str(WORKER), "--devices", str(devices), "--accelerator", accelerator, "--data", str(data),
+               "--out", str(out), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(devices)]
@@ -37,9 +38,9 @@ def test_mlp_weights_are_identical_on_every_rank_after_training(tmp_path, uneven
         assert not torch.equal(weight, initial[name]), f"{name} did not train"
 
 
-@pytest.mark.parametrize("devices", [2, 3])
-def test_centroid_and_evaluation_count_every_image_exactly_once(tmp_path, uneven_data, devices):
-    args = ("--model", "centroid", "--fit", "--val_split", "41")
+@pytest.mark.parametrize("devices, eval_batch_size", [(2, 16), (3, 1000)])  # several padded batches, or one
+def test_centroid_and_evaluation_count_every_image_exactly_once(tmp_path, uneven_data, devices, eval_batch_size):
+    args = ("--model", "centroid", "--fit", "--val_split", "41", "--eval_batch_size", str(eval_batch_size))
     single = run_worker(tmp_path, uneven_data, 1, *args)[0]
     ranks = run_worker(tmp_path, uneven_data, devices, *args)
     for rank in ranks:

@@ -11,7 +11,7 @@ from digitlab.callbacks import picture_callbacks
 from digitlab.data import MNISTDataModule
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
-from tensorboard_events import images, scalars
+from tensorboard_events import image_steps, images, scalars
 from trainer_utils import quiet_trainer
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -104,6 +104,17 @@ def test_under_ddp_rank_0_draws_the_global_pictures(tmp_path):
     logged = scalars(run)
     for k in range(10):
         assert logged[f"test/acc_class_{k}"] == [pytest.approx(expected[k], abs=1e-6)], k
+
+
+@pytest.mark.parametrize("every_seconds, drawn_epochs", [(3600, [0, 2]), (0, [0, 1, 2])])
+def test_while_fitting_a_validation_matrix_is_drawn_at_most_so_often_and_the_last_one_always(
+        tmp_path, synthetic_mnist, every_seconds, drawn_epochs):
+    matrix = f"{{class_path: digitlab.callbacks.ConfusionMatrix, init_args: {{every_seconds: {every_seconds}}}}}"
+    run = fit(tmp_path, synthetic_mnist, "--model", "centroid", "--data.val_split", "40", "--trainer.max_epochs", "3",
+              "--pictures", "false", f"--trainer.callbacks+={matrix}")
+    steps_per_epoch = 160 // 32
+    assert image_steps(run) == {"val/confusion_matrix": [(epoch + 1) * steps_per_epoch for epoch in drawn_epochs],
+                                "test/confusion_matrix": [3 * steps_per_epoch]}
 
 
 def test_pictures_false_logs_no_picture(tmp_path, synthetic_mnist):

@@ -165,6 +165,7 @@ model: lenet5
 data:
   val_split: 300
   batch_size: 64
+  eval_batch_size: 64  # several validation and test batches, to stop in the middle of them
   verify: false
   download: false
 trainer:

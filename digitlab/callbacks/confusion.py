@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from digitlab.callbacks.context import step_outputs, tensorboard_writer
@@ -21,10 +24,24 @@ class ConfusionMatrix(Callback):
     covers the whole split. The test's per-class accuracies (diagonal / row sums) are logged through the
     module as ``test/acc_class_0`` ... ``test/acc_class_9``, for every class with test images: they appear in
     the printed test table and in TensorBoard. The sanity check's validation is not drawn.
+
+    While fitting, a validation epoch's matrix is drawn when at least `every_seconds` have passed since the
+    last one was drawn (so the first epoch's is), and the last epoch's always is, when training ends or is
+    interrupted: a picture every few epochs shows how the mistakes evolve, and a fast run's epochs do not
+    wait for pictures nobody looks at. `digitlab validate` and the test draw theirs at once.
+
+    Args:
+        every_seconds: Least time between two validation pictures while fitting; 0 draws every epoch.
     """
+
+    def __init__(self, every_seconds: float = 10.0) -> None:
+        self.every_seconds = every_seconds
+        self._pending: Optional[tuple[torch.Tensor, str, int, str]] = None  # (matrix, title, step, stage) to draw
+        self._last_drawn = -math.inf
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.matrix = MulticlassConfusionMatrix(pl_module.num_classes, ignore_index=PAD_LABEL)
+        self._pending, self._last_drawn = None, -math.inf
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(pl_module)
@@ -41,11 +58,19 @@ class ConfusionMatrix(Callback):
         self._update(outputs)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._finish(trainer, "val")
+        if trainer.sanity_checking:
+            return
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        self._finish(trainer, "val", draw_now=not fitting or time.monotonic() - self._last_drawn >= self.every_seconds)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._draw_pending(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._draw_pending(trainer)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        matrix = self._finish(trainer, "test")
+        matrix = self._finish(trainer, "test", draw_now=True)
         if matrix is None:
             return
         totals = matrix.sum(1)
@@ -63,17 +88,27 @@ class ConfusionMatrix(Callback):
         if predictions is not None:
             self.matrix.update(*predictions)
 
-    def _finish(self, trainer: Trainer, stage: str) -> Optional[torch.Tensor]:
-        """The synced matrix (every process must call this), drawn on rank 0; None if nothing was seen."""
+    def _finish(self, trainer: Trainer, stage: str, draw_now: bool) -> Optional[torch.Tensor]:
+        """The synced matrix (every process must call this), kept to be drawn on rank 0 (at once if
+        `draw_now`); None if nothing was seen."""
         if self.matrix.update_count == 0:  # the same on every process: they all run the same batches
             return None
         matrix = self.matrix.compute()
         self.matrix.reset()
-        writer = tensorboard_writer(trainer)
-        if writer is not None:
+        if trainer.is_global_zero:
             total = int(matrix.sum())
             where = f"validation, epoch {trainer.current_epoch}" if stage == "val" else "test"
             title = f"{where}: {total} images, accuracy {float(matrix.trace()) / max(total, 1):.4f}"
-            image = confusion_matrix_image(matrix, title)
-            writer.add_image(f"{stage}/confusion_matrix", image, trainer.global_step, dataformats="CHW")
+            self._pending = (matrix.cpu(), title, trainer.global_step, stage)
+            if draw_now:
+                self._draw_pending(trainer)
         return matrix
+
+    def _draw_pending(self, trainer: Trainer) -> None:
+        pending, self._pending = self._pending, None
+        writer = tensorboard_writer(trainer)
+        if pending is None or writer is None:
+            return
+        matrix, title, step, stage = pending
+        writer.add_image(f"{stage}/confusion_matrix", confusion_matrix_image(matrix, title), step, dataformats="CHW")
+        self._last_drawn = time.monotonic()

@@ -94,10 +94,13 @@ class MNISTDataModule(LightningDataModule):
         seed: Seed of the train/validation split and of the shuffling, 0 to 2**63 - 1 (each epoch's order
             depends only on the seed and the epoch, so a resumed run sees the same batches); the same seed, the
             same split.
-        batch_size: Images per batch, per process: under DDP every process gets this many, so the global
-            batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of the
-            number of processes, it is padded with blank images labelled -100 (ignored by the loss and the
-            metrics) rather than repeated, so every image counts exactly once.
+        batch_size: Images per training batch, per process: under DDP every process gets this many, so the
+            global batch is ``batch_size * devices * num_nodes``. When a split's size is not a multiple of
+            the number of processes, it is padded with blank images labelled -100 (ignored by the loss and
+            the metrics) rather than repeated, so every image counts exactly once.
+        eval_batch_size: Images per validation, test and predict batch, per process. Evaluation keeps no
+            gradient, so large batches cost little memory and fewer, larger batches are faster; the
+            metrics are the same whatever the size.
         num_workers: DataLoader worker processes, at most the number of CPUs this process may use. The data
             is already in memory, so 0 is fastest; data on a GPU (`on_device`) uses none.
         pin_memory: Pin batches in page-locked memory, for a faster copy to a GPU (with ``on_device: false``).
@@ -119,6 +122,7 @@ class MNISTDataModule(LightningDataModule):
         val_split: Union[int, float] = 5000,
         seed: int = 42,
         batch_size: int = 128,
+        eval_batch_size: int = 1000,
         num_workers: int = 0,
         pin_memory: bool = False,
         on_device: Optional[bool] = None,
@@ -128,6 +132,7 @@ class MNISTDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
+        _check_value("eval_batch_size", eval_batch_size, eval_batch_size >= 1, "a positive integer")
         _check_value("seed", seed, 0 <= seed < 2**63, "an integer from 0 to 2**63 - 1")
         cpus = usable_cpus()
         _check_value("num_workers", num_workers, 0 <= num_workers <= cpus,
@@ -222,19 +227,19 @@ class MNISTDataModule(LightningDataModule):
         return InMemoryDigits(images[train_idx], labels[train_idx]), InMemoryDigits(images[val_idx], labels[val_idx])
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> Union[DataLoader, list]:
         # An empty list tells Lightning there is nothing to validate (val_split: 0).
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+        return self._loader(self.val_set, self.hparams.eval_batch_size) if self.val_set is not None else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
         # Lightning already predicts without repeats (UnrepeatedDistributedSampler): no padding needed.
         dataset = self.predict_set if self.hparams.predict_images is not None else self.test_set
-        return self._loader(dataset, shuffle=False, pad=False)
+        return self._loader(dataset, self.hparams.eval_batch_size, pad=False)
 
     def _predicts_own_images(self, stage: Optional[str] = None) -> bool:
         """Whether this stage (else the trainer's) predicts `predict_images`, and so needs no MNIST file."""
@@ -262,7 +267,8 @@ class MNISTDataModule(LightningDataModule):
         labels = torch.full((len(loaded.names),), UNKNOWN_LABEL)
         return InMemoryDigits(loaded.images, labels, names=loaded.names)
 
-    def _loader(self, dataset: Optional[InMemoryDigits], shuffle: bool, pad: bool = True) -> DataLoader:
+    def _loader(self, dataset: Optional[InMemoryDigits], batch_size: int, shuffle: bool = False,
+                pad: bool = True) -> DataLoader:
         assert dataset is not None, "setup() must run before the dataloaders are requested"
         processes = self.trainer.world_size if self.trainer is not None else 1
         if pad and processes > 1:
@@ -279,12 +285,12 @@ class MNISTDataModule(LightningDataModule):
             # Shuffled by (seed, epoch) alone, so that resuming reproduces the batches; batches are tensor
             # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,
             # which is seeded by (seed, epoch) as well.
-            batches = TensorBatches(EpochShuffle(len(dataset), self.hparams.seed), self.hparams.batch_size)
+            batches = TensorBatches(EpochShuffle(len(dataset), self.hparams.seed), batch_size)
             loader = ResumableLoader(dataset, batch_sampler=batches, **common)
             if self.trainer is not None:
                 loader.batches_done = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return loader
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, **common)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""

@@ -63,8 +63,10 @@ class NearestCentroid(DigitModel):
         images, targets = batch
         real = targets != PAD_LABEL  # DDP padding, never an image
         # Pixels k/255 in float32 are multiples of 2**-31 below 1, so float64 sums of up to 2**21 of them
-        # are exact: neither the order nor the number of processes can change the means.
-        self._sums.index_add_(0, targets[real], images[real].flatten(1).to(self._sums.dtype))
+        # are exact: neither the order nor the number of processes can change the means. Padding images are
+        # blank (the batch contract), so they are added to class 0 as zeros instead of being masked out: a
+        # copy of the batch saved.
+        self._sums.index_add_(0, targets.clamp(min=0), images.flatten(1).to(self._sums.dtype))
         self._seen += torch.bincount(targets[real], minlength=self.num_classes)
         self.optimizers().step()
 

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The GPU check: what digitlab does on CUDA GPUs, in one run of under 8 minutes on one GPU, ending in one table.
+#
+#   1. the test suite's GPU tests (`pytest -m gpu`: data on the device, bf16-mixed, torch.compile, DDP over
+#      every GPU with exact image counts when there are 2 or more);
+#   2. time to 99 % test accuracy with the data on the GPU (benchmarks/time_to_accuracy.py; the public record
+#      to beat: 99 % in 0.76 s of training on a laptop GPU);
+#   3. the DDP overlay (configs/trainer/ddp.yaml) on every visible GPU: the centroid's exact 0.8203 and LeNet-5,
+#      each counting the 10,000 test images exactly once.
+#
+# Without CUDA it runs what a CPU can (the GPU tests' collection, the DDP check on 2 CPU processes with
+# configs/trainer/cpu_ddp.yaml) and says what it skipped.
+#
+#   benchmarks/gpu_check.sh                     # from anywhere; PYTHON and DIGITLAB_DATA_DIR may be set
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+PYTHON=${PYTHON:-python}
+export DIGITLAB_DATA_DIR=${DIGITLAB_DATA_DIR:-$(cd .. && pwd)/shared/data/mnist}
+export DIGITLAB_DISABLE_PLUGINS=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+rows=()
+failed=0
+
+row() {  # check, result, seconds, status
+    rows+=("$(printf '%-52s | %-44s | %7s | %s' "$1" "$2" "$3" "$4")")
+    [ "$4" = FAILED ] && failed=1
+    return 0
+}
+
+digitlab() {  # a digitlab command in an empty folder of its own (config paths absolute); output in $work/out
+    rm -rf "$work/run" && mkdir "$work/run"
+    (cd "$work/run" && "$PYTHON" -m digitlab.cli "$@") >"$work/out" 2>&1
+}
+
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
+name=$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA GPU')")
+echo "GPU check: $gpus GPU(s) ($name); $("$PYTHON" -c "import torch; print('torch', torch.__version__)")"
+
+# 1. The GPU tests.
+start=$SECONDS
+"$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests >"$work/pytest" 2>&1
+code=$?
+summary=$(tail -n 1 "$work/pytest" | sed 's/=//g; s/^ *//; s/ *$//')
+tail -n 15 "$work/pytest"
+if [ $code -ne 0 ]; then
+    row "GPU tests (pytest -m gpu)" "$summary" $((SECONDS - start)) FAILED
+elif [ "$gpus" = 0 ]; then
+    row "GPU tests (pytest -m gpu)" "$summary" $((SECONDS - start)) "skipped: no CUDA"
+else
+    row "GPU tests (pytest -m gpu)" "$summary" $((SECONDS - start)) ok
+fi
+
+# 2. Time to 99 % test accuracy, the data on the GPU.
+if [ "$gpus" = 0 ]; then
+    row "time to 99 % test accuracy (data on the GPU)" "-" - "skipped: no CUDA"
+else
+    start=$SECONDS
+    "$PYTHON" benchmarks/time_to_accuracy.py --recipes lenet5_gpu lenet5_fast_long >"$work/tta" 2>&1
+    code=$?
+    cat "$work/tta" | grep -v "^\s*$" | tail -n 6
+    for recipe in lenet5_gpu lenet5_fast_long; do
+        line=$(grep "^$recipe " "$work/tta")
+        seconds=$(echo "$line" | awk '{print $3}')
+        if [ $code -ne 0 ] || [ -z "$line" ] || [ "$seconds" = not ]; then
+            row "time to 99 %: $recipe" "${line:-no result}" $((SECONDS - start)) FAILED
+        else
+            row "time to 99 %: $recipe" "$seconds s of training (record: 0.76 s)" $((SECONDS - start)) ok
+        fi
+    done
+fi
+
+# 3. The DDP overlay on every GPU (2 CPU processes without CUDA): every test image counted exactly once.
+if [ "$gpus" = 0 ]; then
+    overlay=$repo/configs/trainer/cpu_ddp.yaml
+    where="2 CPU processes"
+else
+    overlay=$repo/configs/trainer/ddp.yaml
+    where="$gpus GPU(s)"
+fi
+start=$SECONDS
+digitlab fit --config "$repo/configs/centroid.yaml" --config "$overlay" --trainer.enable_progress_bar false
+if [ $? -eq 0 ] && grep -q "Test accuracy: 0.8203 on 10000 images" "$work/out"; then
+    row "DDP overlay, centroid ($where)" "0.8203 on 10000 images, as on one process" $((SECONDS - start)) ok
+else
+    tail -n 20 "$work/out"
+    row "DDP overlay, centroid ($where)" "$(grep -o 'Test accuracy.*' "$work/out" || echo 'failed')" \
+        $((SECONDS - start)) FAILED
+fi
+if [ "$gpus" = 0 ]; then
+    row "DDP overlay, LeNet-5 (GPUs)" "-" - "skipped: no CUDA"
+else
+    start=$SECONDS
+    digitlab fit --config "$repo/configs/lenet5_fast.yaml" --config "$overlay" --trainer.max_epochs 1 \
+        --trainer.enable_progress_bar false
+    result=$(grep -o "Test accuracy: .*" "$work/out")
+    if [ -n "$result" ] && echo "$result" | grep -q "on 10000 images"; then
+        row "DDP overlay, LeNet-5 fast, 1 epoch ($where)" "$result" $((SECONDS - start)) ok
+    else
+        tail -n 20 "$work/out"
+        row "DDP overlay, LeNet-5 fast, 1 epoch ($where)" "${result:-failed}" $((SECONDS - start)) FAILED
+    fi
+fi
+
+echo
+printf '%-52s | %-44s | %7s | %s\n' "check" "result" "seconds" "status"
+printf '%s\n' "${rows[@]}"
+exit $failed
