@@ -19,7 +19,7 @@ from typing import Optional
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from digitlab.errors import UserError
+from digitlab.errors import Stopped, UserError
 from digitlab.sweep.report import format_trials, write_marker
 from digitlab.sweep.results import write_results
 from digitlab.sweep.run_config import load_run_config
@@ -62,8 +62,10 @@ def sweep_command(args: list[str]) -> None:
          f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
     try:
         mine = _work(study, storage, setup, total, options.timeout)
-    except KeyboardInterrupt:
-        _stopped(name, "Ctrl-C", 1)
+    except Stopped as stop:  # a trial's fit stopped after its batch (see digitlab/callbacks/interrupt.py)
+        _stopped(name, "Ctrl-C" if stop.exit_code == 130 else "SIGTERM", stop.exit_code)
+    except KeyboardInterrupt:  # outside a fit, or a second Ctrl-C
+        _stopped(name, "Ctrl-C", 130)
     except SIGTERMException:
         _stopped(name, "SIGTERM", 143)
     print(format_trials(study, folder, "table"))

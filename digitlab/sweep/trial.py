@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
-from digitlab.errors import TrainingDiverged, UserError
+from digitlab.errors import Stopped, TrainingDiverged, UserError
 from digitlab.sweep.pruning import ReportToOptuna
 from digitlab.sweep.run_config import FitCLI, RunConfig
 from digitlab.sweep.storage import Claim
@@ -109,6 +109,8 @@ def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> Frozen
 
 
 def _why(exception: BaseException) -> str:
+    if isinstance(exception, Stopped):
+        return "Ctrl-C" if exception.exit_code == 130 else "SIGTERM"
     if isinstance(exception, KeyboardInterrupt):
         return "Ctrl-C"
     if isinstance(exception, SIGTERMException):
@@ -132,8 +134,8 @@ class TrialRun:
     def fit(self) -> float:
         """Fit with the trial's values; return the best objective, or raise `optuna.TrialPruned`.
 
-        Ctrl-C arrives as `KeyboardInterrupt` (Lightning turns it into an exit), SIGTERM as Lightning's
-        `SIGTERMException`; a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
+        Ctrl-C and SIGTERM stop the fit after its batch, as `Stopped` (a second Ctrl-C arrives as
+        `KeyboardInterrupt`); a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
         """
         logger = TrialLogger(self.folder, self.setup.name, self.trial.number)
         try:
