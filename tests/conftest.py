@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# Under pytest-xdist (`-n auto`, as pyproject.toml sets) every worker and the processes its tests start use one
+# thread: two workers with PyTorch's default of a thread per core each would make the threads of one wait on
+# those of the other, and the suite takes longer than on one worker.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("DIGITLAB_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import optuna
+import sqlalchemy.exc
 import torch
 import yaml
 
@@ -106,7 +107,7 @@ def wait_until(condition: Callable[[], Optional[object]], worker: Worker, timeou
     while time.monotonic() < deadline:
         try:
             found = condition()
-        except KeyError:  # the study does not exist yet
+        except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet, or its tables are being created
             found = None
         if found:
             return found

@@ -1,4 +1,6 @@
-"""The `digitlab` entry point, run as a user runs it, on tiny synthetic data."""
+"""The `digitlab` entry point on tiny synthetic data: `digitlab.cli.main` in-process (the function behind the
+console script; see the `digitlab_main` fixture), and the installed script in a new process for the tests
+marked `console_script`, as a user runs it."""
 
 import subprocess
 import sys
@@ -13,6 +15,13 @@ SYNTHETIC = ["--data.verify", "false", "--data.val_split", "40", "--data.batch_s
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
+@pytest.fixture(autouse=True)
+def in_process(request, digitlab_main, monkeypatch):
+    if "console_script" not in request.keywords:
+        monkeypatch.setattr(sys.modules[__name__], "run_digitlab", digitlab_main)
+
+
+@pytest.mark.console_script
 def test_models_lists_lenet5_with_a_description(tmp_path):
     result = run_digitlab("models", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -20,7 +29,8 @@ def test_models_lists_lenet5_with_a_description(tmp_path):
     assert "digitlab.models.lenet.LeNet5" in line and "built-in" in line and "LeNet-5" in line
 
 
-@pytest.mark.parametrize("model", ["lenet5", "LeNet5", "digitlab.models.lenet.LeNet5"])
+@pytest.mark.parametrize("model", [pytest.param("lenet5", marks=pytest.mark.console_script), "LeNet5",
+                                   "digitlab.models.lenet.LeNet5"])
 def test_fit_accepts_registry_name_class_name_and_class_path(tmp_path, synthetic_mnist, model):
     result = run_digitlab(
         "fit", "--model", model, "--data.data_dir", str(synthetic_mnist), *SYNTHETIC, *QUIET,
@@ -102,5 +112,6 @@ def test_help_lists_every_subcommand_without_importing_torch(tmp_path, args):
     assert result.stdout.rstrip().endswith("[]")  # neither torch nor Lightning was imported
 
 
+@pytest.mark.console_script
 def test_an_unknown_subcommand_names_the_closest(tmp_path):
     assert_user_error(run_digitlab("fitt", cwd=tmp_path), "'fitt' is not a digitlab subcommand", "Did you mean 'fit'")
