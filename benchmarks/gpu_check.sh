@@ -40,7 +40,7 @@ echo "GPU check: $gpus GPU(s) ($name); $("$PYTHON" -c "import torch; print('torc
 
 # 1. The GPU tests.
 start=$SECONDS
-"$PYTHON" -m pytest -m gpu -q -rs -p no:cacheprovider tests >"$work/pytest" 2>&1
+"$PYTHON" -m pytest -m gpu -n 0 -q -rs -p no:cacheprovider tests >"$work/pytest" 2>&1
 code=$?
 summary=$(tail -n 1 "$work/pytest" | sed 's/=//g; s/^ *//; s/ *$//')
 tail -n 15 "$work/pytest"
