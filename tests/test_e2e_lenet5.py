@@ -1,8 +1,8 @@
 """End to end on the real MNIST files: the README's main job, as a user runs it.
 
-The seed's own recipe (`configs/lenet5.yaml`, 9 epochs to its early stop with its seed) reproduces the seed's 0.9858 within
-its run-to-run spread (0.9852, 0.9853, 0.9883 and 0.9860 with seeds 42, 1, 2 and 4); it is run by
-`benchmarks/time_to_accuracy.py --recipes lenet5` rather than here, where it would be a tenth of CI's time.
+The seed's own recipe (`configs/lenet5.yaml`, 9 epochs to its early stop with its seed) reproduces the seed's
+0.9858 within its run-to-run spread (0.9852, 0.9853, 0.9883 and 0.9860 with seeds 42, 1, 2 and 4); it is run
+by `benchmarks/time_to_accuracy.py --recipes lenet5` rather than here, where it would be a tenth of CI's time.
 The fast recipe, which beats the seed, carries the checks of what a run logs."""
 
 import pytest
