@@ -91,6 +91,20 @@ def run_digitlab(*args: str, cwd: Path, env: dict | None = None, timeout: float 
     )
 
 
+# A quick run on the small synthetic files of `write_mnist_like` (200 training images): 40 for validation,
+# batches of 32, no checks against the official files, no download, nothing drawn on the terminal.
+SMALL_RUN = ["--data.verify", "false", "--data.val_split", "40", "--data.batch_size", "32", "--data.download", "false",
+             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def fit_one_mlp_epoch(cwd: Path, data: Path) -> Path:
+    """`digitlab fit` of one mlp epoch on `data` in `cwd`, as the console script runs it: the run's folder."""
+    result = run_digitlab("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir", str(data),
+                          *SMALL_RUN, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd / "lightning_logs" / "version_0"
+
+
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit code 2, every fragment named in stderr, and no traceback."""
     assert result.returncode == 2, result.stderr[-3000:]

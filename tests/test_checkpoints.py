@@ -14,12 +14,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, assert_user_error, run_digitlab, write_mnist_like
+from conftest import REPO, SMALL_RUN, assert_user_error, fit_one_mlp_epoch, run_digitlab, write_mnist_like
 from digitlab.checkpoint_io import AtomicCheckpointIO
 from digitlab.errors import CheckpointNotWritten
 
-SMALL = ["--data.verify", "false", "--data.val_split", "40", "--data.batch_size", "32", "--data.download", "false",
-         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 SHIPPED = sorted(p for p in (REPO / "configs").glob("*.yaml"))
 
 
@@ -30,11 +28,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mlp_checkpoint(tmp_path_factory, data):
-    cwd = tmp_path_factory.mktemp("mlp")
-    result = run_digitlab("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir", str(data), *SMALL,
-                          cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    return fit_one_mlp_epoch(tmp_path_factory.mktemp("mlp"), data) / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
@@ -50,7 +44,7 @@ def test_last_ckpt_holds_the_last_epoch_even_when_val_acc_stops_improving(tmp_pa
     # lr 2.0 makes the MLP diverge to a constant prediction: val/acc stops improving after the first epoch.
     chosen = ["--config", str(REPO / "configs" / config)] if config else ["--model", "mlp"]
     result = digitlab_main("fit", *chosen, "--trainer.max_epochs", "4", "--model.init_args.lr", "2.0",
-                           "--data.data_dir", str(data), *SMALL, "--test_after_fit", "false", cwd=tmp_path)
+                           "--data.data_dir", str(data), *SMALL_RUN, "--test_after_fit", "false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     last = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert last["epoch"] == 3 and last["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 4
@@ -58,7 +52,7 @@ def test_last_ckpt_holds_the_last_epoch_even_when_val_acc_stops_improving(tmp_pa
 
 def test_fast_dev_run_leaves_nothing_behind(tmp_path, data, digitlab_main):
     result = digitlab_main("fit", "--config", str(REPO / "configs/lenet5.yaml"), "--trainer.fast_dev_run", "true",
-                           "--data.data_dir", str(data), *SMALL, cwd=tmp_path)
+                           "--data.data_dir", str(data), *SMALL_RUN, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.iterdir()) == []
 
@@ -135,8 +129,8 @@ def _forged(source: Path, destination: Path, change) -> Path:
 def test_a_class_path_in_a_checkpoint_is_never_imported(tmp_path, data, mlp_checkpoint):
     forged = _forged(mlp_checkpoint, tmp_path / "forged.ckpt", lambda c: c["hyper_parameters"].update(
         optimizer={"class_path": "this.Anything", "init_args": {}}))
-    result = run_digitlab("test", "--model", "mlp", "--ckpt_path", str(forged), "--data.data_dir", str(data), *SMALL,
-                          cwd=tmp_path)
+    result = run_digitlab("test", "--model", "mlp", "--ckpt_path", str(forged), "--data.data_dir", str(data),
+                          *SMALL_RUN, cwd=tmp_path)
     assert_user_error(result, "this.Anything", "torch.optim")
     assert "Beautiful is better than ugly" not in result.stdout + result.stderr  # `import this` never ran
     assert not (tmp_path / "lightning_logs").exists()
@@ -152,7 +146,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_any_run_folder(tmp_pat
     forged = _forged(mlp_checkpoint, tmp_path / "forged.ckpt", change)
     model = "lenet5" if "LeNet5" in said else "mlp"
     result = digitlab_main("test", "--model", model, "--ckpt_path", str(forged), "--data.data_dir", str(data),
-                           *SMALL, cwd=tmp_path)
+                           *SMALL_RUN, cwd=tmp_path)
     assert_user_error(result, str(forged), said)
     assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").iterdir())
 
@@ -160,15 +154,15 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_any_run_folder(tmp_pat
 def test_weights_only_false_loads_a_checkpoint_that_needs_unpickling(tmp_path, data, mlp_checkpoint, digitlab_main):
     pickled = _forged(mlp_checkpoint, tmp_path / "pickled.ckpt", lambda c: c.update(note=pickle.PickleError("x")))
     refused = digitlab_main("test", "--model", "mlp", "--ckpt_path", str(pickled), "--data.data_dir", str(data),
-                            *SMALL, cwd=tmp_path)
+                            *SMALL_RUN, cwd=tmp_path)
     assert_user_error(refused, "weights-only loading refuses it", "--weights_only false")
     allowed = digitlab_main("test", "--model", "mlp", "--ckpt_path", str(pickled), "--weights_only", "false",
-                            "--data.data_dir", str(data), *SMALL, cwd=tmp_path)
+                            "--data.data_dir", str(data), *SMALL_RUN, cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "Test accuracy:" in allowed.stdout
 
 
 def test_a_folder_given_as_checkpoint_says_so(tmp_path, data, mlp_checkpoint, digitlab_main):
     result = digitlab_main("test", "--model", "mlp", "--ckpt_path", str(mlp_checkpoint.parent),
-                           "--data.data_dir", str(data), *SMALL, cwd=tmp_path)
+                           "--data.data_dir", str(data), *SMALL_RUN, cwd=tmp_path)
     assert_user_error(result, "is a folder, not a checkpoint file", "last.ckpt")

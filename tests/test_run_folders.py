@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_digitlab, write_mnist_like
+from conftest import SMALL_RUN, fit_one_mlp_epoch, run_digitlab, write_mnist_like
 from digitlab.run_folders import claim
 
-SMALL = ["--data.verify", "false", "--data.val_split", "40", "--data.batch_size", "32", "--data.download", "false",
-         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +24,7 @@ def data(tmp_path_factory):
 def trained(tmp_path_factory, data):
     """One fitted mlp run (lightning_logs/version_0) to evaluate."""
     cwd = tmp_path_factory.mktemp("trained")
-    result = run_digitlab("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir", str(data), *SMALL,
-                          cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
+    fit_one_mlp_epoch(cwd, data)
     return cwd
 
 
@@ -50,7 +46,7 @@ def test_threads_claiming_at_once_each_get_their_own_folder(tmp_path):
 def test_fits_started_together_in_one_folder_never_share_a_run(tmp_path, data):
     script = Path(sys.executable).with_name("digitlab")
     env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
-    command = [str(script), "fit", "--model", "centroid", "--data.data_dir", str(data), *SMALL,
+    command = [str(script), "fit", "--model", "centroid", "--data.data_dir", str(data), *SMALL_RUN,
                "--data.val_split", "0", "--trainer.max_epochs", "1", "--test_after_fit", "false"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(3)]
@@ -93,7 +89,7 @@ def test_a_runs_own_config_works_with_every_subcommand(trained, data, subcommand
     ["fit", "--model", "mlp", "--data.data_dir", "missing/"],
 ])
 def test_a_command_that_fails_leaves_no_run_folder(tmp_path, data, args, digitlab_main):
-    result = digitlab_main(*args, *SMALL, cwd=tmp_path)
+    result = digitlab_main(*args, *SMALL_RUN, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").iterdir())
 
@@ -105,7 +101,7 @@ def test_tensorboard_and_csv_loggers_share_one_run_folder(tmp_path, data, digitl
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "."}}]}}))
     for _ in range(2):
         result = digitlab_main("fit", "--config", str(config), "--model", "mlp", "--trainer.max_epochs", "1",
-                               "--data.data_dir", str(data), *SMALL, cwd=tmp_path)
+                               "--data.data_dir", str(data), *SMALL_RUN, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "lightning_logs").iterdir())
     assert [run.name for run in runs] == ["version_0", "version_1"]
