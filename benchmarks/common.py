@@ -28,9 +28,9 @@ def machine(threads: int) -> str:
 
 def build(config: str, *overrides: str):
     """Model, data module and trainer exactly as `digitlab fit --config CONFIG OVERRIDES` would make them."""
-    from digitlab.callbacks import picture_callbacks
-    from digitlab.callbacks.idle_hooks import skip_idle_batch_hooks
-    from digitlab.trainer_cli import DigitLabCLI
+    from digitlab.training.callbacks import picture_callbacks
+    from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
+    from digitlab.training.lightning_cli import DigitLabCLI
 
     cli = DigitLabCLI(args=["--config", str(REPO / config), *overrides], run=False)
     # Without a subcommand (run=False) there is no --pictures option: add what `digitlab fit` adds by default.

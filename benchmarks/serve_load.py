@@ -31,7 +31,7 @@ import httpx
 import torch
 
 from common import REPO, machine
-from digitlab.serve.command import wait_until_ready
+from digitlab.deploy.serve.command import wait_until_ready
 
 SETTINGS = {"on": ["--max_batch_size", "32", "--batch_timeout", "0.005"], "off": ["--max_batch_size", "1"]}
 CLIENTS = (1, 8, 32)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
-from digitlab.model_arguments import init_arguments
+from digitlab.models.arguments import init_arguments
 
 
 def format_argument(parameter: inspect.Parameter) -> str:
@@ -30,7 +30,7 @@ def format_argument(parameter: inspect.Parameter) -> str:
 
 
 def print_models(verbose: bool = False) -> None:
-    from digitlab.registry import model_entries
+    from digitlab.models.registry import model_entries
 
     entries = model_entries()
     header = ("name", "class path", "source")
@@ -51,7 +51,7 @@ def print_models(verbose: bool = False) -> None:
 
 def models_command(args: list[str]) -> None:
     """`digitlab models [--verbose]`."""
-    import digitlab.registry  # noqa: F401  (the models, and so Lightning: seconds to import)
+    import digitlab.models.registry  # noqa: F401  (the models, and so Lightning: seconds to import)
 
     _use_warning_format()  # again: Lightning's import put its own format in place
     parser = argparse.ArgumentParser(
@@ -95,16 +95,16 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "fit": Subcommand("train a model, then test its best checkpoint", "digitlab.trainer_cli:run", True),
-    "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.trainer_cli:run", True),
-    "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.trainer_cli:run", True),
-    "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.trainer_cli:run", True),
+    "fit": Subcommand("train a model, then test its best checkpoint", "digitlab.training.lightning_cli:run", True),
+    "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.training.lightning_cli:run", True),
+    "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.lightning_cli:run", True),
+    "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.lightning_cli:run", True),
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
-                         "digitlab.report:report_command"),
+                         "digitlab.report.runs:report_command"),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
-                         "digitlab.export:export_command"),
-    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.serve:serve_command"),
+                         "digitlab.deploy.export:export_command"),
+    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command"),
     "sweep": Subcommand("tune hyperparameters with Optuna, every trial a fit", "digitlab.sweep.command:sweep_command"),
 }
 

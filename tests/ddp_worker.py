@@ -14,7 +14,7 @@ from lightning.pytorch import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
 from digitlab.data import MNISTDataModule  # noqa: E402
-from digitlab.registry import get_model_class  # noqa: E402
+from digitlab.models.registry import get_model_class  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO, SMALL_RUN, assert_user_error, fit_one_mlp_epoch, run_digitlab, write_mnist_like
-from digitlab.checkpoint_io import AtomicCheckpointIO
+from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.errors import CheckpointNotWritten
 
 SHIPPED = sorted(p for p in (REPO / "configs").glob("*.yaml"))
@@ -35,7 +35,7 @@ def mlp_checkpoint(tmp_path_factory, data):
 def test_every_shipped_config_saves_last_after_every_epoch(config):
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks", [])
     checkpoints = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
-    assert checkpoints == [] or all(c["class_path"] == "digitlab.callbacks.ModelCheckpoint" and
+    assert checkpoints == [] or all(c["class_path"] == "digitlab.training.callbacks.ModelCheckpoint" and
                                     c["init_args"]["save_last"] for c in checkpoints)
 
 
@@ -78,7 +78,7 @@ def test_atomic_write_on_another_filesystem_than_the_temporary_folder(tmp_path, 
 
 KILLED_WHILE_SAVING = textwrap.dedent("""
     import sys, torch
-    from digitlab.checkpoint_io import AtomicCheckpointIO
+    from digitlab.training.checkpoint_io import AtomicCheckpointIO
     io, step = AtomicCheckpointIO(), 0
     while True:
         step += 1

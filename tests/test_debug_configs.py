@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import REPO, write_mnist_like
-from digitlab.trainer_cli import DigitLabCLI
+from digitlab.training.lightning_cli import DigitLabCLI
 
 MODEL_CONFIGS = sorted(path.name for path in (REPO / "configs").glob("*.yaml"))
 DEBUG_CONFIGS = sorted(path.name for path in (REPO / "configs" / "debug").glob("*.yaml"))

@@ -18,14 +18,14 @@ from PIL import Image
 
 from checkpoint_files import synthetic_checkpoint, write_checkpoint
 from conftest import MNIST_DIR, REPO, assert_user_error, requires_mnist, write_mnist_like
-from digitlab import registry
+from digitlab.models import registry
 from digitlab.data.files import MNIST_FILES
 from digitlab.data.idx import read_idx
 from digitlab.errors import UserError
-from digitlab.export import _link, default_output
-from digitlab.inference import load_model, model_input
+from digitlab.deploy.export import _link, default_output
+from digitlab.deploy.loading import load_model, model_input
 from digitlab.models import DigitModel
-from digitlab.registry import ModelEntry
+from digitlab.models.registry import ModelEntry
 
 BUILT_IN = ["centroid", "lenet5", "mlp"]
 SYNTHETIC_CHECK = ("--data.verify", "false")  # the check runs on synthetic test files, not the official ones

@@ -3,7 +3,7 @@
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelSummary
 
-from digitlab.callbacks.idle_hooks import PER_BATCH_HOOKS, skip_idle_batch_hooks
+from digitlab.training.callbacks.idle_hooks import PER_BATCH_HOOKS, skip_idle_batch_hooks
 from digitlab.data import MNISTDataModule
 from digitlab.models.mlp import ScratchMLP
 from trainer_utils import quiet_trainer

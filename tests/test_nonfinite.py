@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import assert_user_error, run_digitlab
-from digitlab.callbacks import StopOnNonFiniteLoss
+from digitlab.training.callbacks import StopOnNonFiniteLoss
 from digitlab.data import MNISTDataModule
 from digitlab.errors import TrainingDiverged
 from digitlab.models.lenet import LeNet5

@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import resize
 
 from conftest import MNIST_DIR, REPO, assert_user_error, requires_mnist, run_digitlab, write_mnist_like
-from digitlab.callbacks import PredictionWriter
+from digitlab.training.callbacks import PredictionWriter
 from digitlab.data import MNISTDataModule
 from digitlab.data.own_images import ImageError, find_image_files, load_images, read_greyscale, to_mnist
 from digitlab.errors import PredictionsNotWritten, SkippedFileWarning, UserError

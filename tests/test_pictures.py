@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_digitlab, synthetic_digits, write_mnist_like
-from digitlab.callbacks import picture_callbacks
+from digitlab.training.callbacks import picture_callbacks
 from digitlab.data import MNISTDataModule
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
@@ -109,7 +109,7 @@ def test_under_ddp_rank_0_draws_the_global_pictures(tmp_path):
 @pytest.mark.parametrize("every_seconds, drawn_epochs", [(3600, [0, 2]), (0, [0, 1, 2])])
 def test_while_fitting_a_validation_matrix_is_drawn_at_most_so_often_and_the_last_one_always(
         tmp_path, synthetic_mnist, every_seconds, drawn_epochs):
-    matrix = f"{{class_path: digitlab.callbacks.ConfusionMatrix, init_args: {{every_seconds: {every_seconds}}}}}"
+    matrix = f"{{class_path: digitlab.training.callbacks.ConfusionMatrix, init_args: {{every_seconds: {every_seconds}}}}}"
     run = fit(tmp_path, synthetic_mnist, "--model", "centroid", "--data.val_split", "40", "--trainer.max_epochs", "3",
               "--pictures", "false", f"--trainer.callbacks+={matrix}")
     steps_per_epoch = 160 // 32

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, assert_user_error, run_digitlab
-from digitlab import registry
+from digitlab.models import registry
 from digitlab.cli import format_argument, init_arguments, main
 from digitlab.errors import DuplicateModelError, PluginWarning, UserError
 from digitlab.models import DigitModel
@@ -251,7 +251,7 @@ def registered_model(name: str, cls: str) -> str:
     """The source of a module that defines the model `cls` and registers it as `name` with `@register_model`."""
     return f'''
         from digitlab.models import DigitModel
-        from digitlab.registry import register_model
+        from digitlab.models.registry import register_model
 
         @register_model("{name}")
         class {cls}(DigitModel):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from digitlab import registry
+from digitlab.models import registry
 from digitlab.errors import DuplicateModelError, UnknownModelError
-from digitlab.model_names import rewrite_model_args, rewrite_model_config
+from digitlab.config.model_names import rewrite_model_args, rewrite_model_config
 from digitlab.models import DigitModel
 from digitlab.models.lenet import LeNet5
 

@@ -177,7 +177,7 @@ trainer:
   callbacks:
     - class_path: lightning.pytorch.callbacks.EarlyStopping
       init_args: {monitor: val/loss, mode: min, patience: 3}
-    - class_path: digitlab.callbacks.ModelCheckpoint
+    - class_path: digitlab.training.callbacks.ModelCheckpoint
       init_args: {monitor: val/acc, mode: max, save_last: true, filename: "best-{epoch:02d}"}
 """
 

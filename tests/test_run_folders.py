@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import SMALL_RUN, fit_one_mlp_epoch, run_digitlab, write_mnist_like
-from digitlab.run_folders import claim
+from digitlab.runs.folders import claim
 
 
 

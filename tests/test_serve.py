@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from checkpoint_files import synthetic_checkpoint, write_checkpoint
 from conftest import REPO, assert_user_error
-from digitlab.serve.command import wait_until_ready
+from digitlab.deploy.serve.command import wait_until_ready
 from test_cli import QUIET
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -85,7 +85,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expected(checkpoint, pictures, tmp_path_factory) -> dict[str, tuple[int, float]]:
     """What `digitlab predict --data.predict_images` says of each picture: file name -> (digit, probability)."""
-    from digitlab.trainer_cli import run
+    from digitlab.training.lightning_cli import run
 
     folder = tmp_path_factory.mktemp("predict")
     run(["predict", "--model", "lenet5", "--ckpt_path", str(checkpoint), "--data.predict_images", str(pictures),

@@ -210,8 +210,8 @@ def test_a_genuine_bug_still_shows_its_traceback(tmp_path, data):
     [
         (("--config", str(conftest.REPO / "configs/lenet5.yaml"), "--data.val_split", "0"),
          "EarlyStopping monitors val/loss, but data.val_split is 0"),
-        (("--trainer.callbacks+=digitlab.callbacks.ModelCheckpoint",
-          "--trainer.callbacks+=digitlab.callbacks.ModelCheckpoint"), "more than one stateful callback"),
+        (("--trainer.callbacks+=digitlab.training.callbacks.ModelCheckpoint",
+          "--trainer.callbacks+=digitlab.training.callbacks.ModelCheckpoint"), "more than one stateful callback"),
         (("--seed_everything", "-1"), "seed_everything=-1 is out of range"),
         (("--seed_everything", str(10**23)), "is out of range"),
         (("--data.seed", "-1"), "data.seed=-1"),

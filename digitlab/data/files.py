@@ -111,7 +111,7 @@ def download_mnist(data_dir: Path, specs: list[IdxSpec]) -> None:
     """
     from torchvision.datasets import MNIST
 
-    from digitlab.atomic import atomic_write
+    from digitlab.utils.atomic import atomic_write
 
     raw_dir = torchvision_dir(data_dir)
     archive_md5 = dict(MNIST.resources)

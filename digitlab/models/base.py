@@ -147,7 +147,7 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self, batch: Batch, stage: str, accuracy: MulticlassAccuracy, loss: MeanMetric, images_seen: SumMetric
     ) -> dict[str, torch.Tensor]:
         """Update and log the stage's metrics; return the batch's ``logits`` and ``targets`` for callbacks
-        (`digitlab.callbacks` draws confusion matrices and mistakes from them, without a second forward)."""
+        (`digitlab.training.callbacks` draws confusion matrices and mistakes from them, without a second forward)."""
         images, targets = batch
         logits = self(images)
         real = targets != PAD_LABEL

@@ -11,7 +11,7 @@ from torch import nn
 from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
 from digitlab.models.base import DigitModel
-from digitlab.registry import register_model
+from digitlab.models.registry import register_model
 
 
 @register_model("centroid")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from digitlab.models.base import DigitModel
-from digitlab.registry import register_model
+from digitlab.models.registry import register_model
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of the training images' pixels in [0, 1]

@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, O
 from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
 from digitlab.models.base import DigitModel
-from digitlab.registry import register_model
+from digitlab.models.registry import register_model
 
 
 class GradientDescent(torch.optim.Optimizer):

@@ -35,7 +35,7 @@ from digitlab.sweep.storage import (
 )
 from digitlab.sweep.sweep_file import load_sweep_file
 from digitlab.sweep.trial import SweepSetup, run_and_tell
-from digitlab.trainer_cli import _quiet_lightning_notices
+from digitlab.training.lightning_cli import _quiet_lightning_notices
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

@@ -39,7 +39,7 @@ def sweep_report(folder: Path, style: str) -> str:
 
 
 def format_trials(study: Any, folder: Path, style: str) -> str:
-    from digitlab.report import _duration
+    from digitlab.report.runs import _duration
 
     identity = study.user_attrs.get("digitlab_sweep", {})
     objective = identity.get("objective", "value")

@@ -15,9 +15,9 @@ from typing import Any, Optional
 from jsonargparse import Namespace
 
 from digitlab.errors import UserError
-from digitlab.parse_errors import closest
+from digitlab.config.parse_errors import closest
 from digitlab.sweep.sweep_file import SweepFile, candidate_values
-from digitlab.trainer_cli import DigitLabCLI
+from digitlab.training.lightning_cli import DigitLabCLI
 
 # Settings that run several processes per trial. Lightning's DDP launcher starts the extra processes by
 # running the command line again, which for a sweep would start more sweep workers, not ranks of one trial.

@@ -38,7 +38,7 @@ from optuna.distributions import (
 )
 
 from digitlab.errors import UserError
-from digitlab.parse_errors import closest
+from digitlab.config.parse_errors import closest
 
 DEFAULT_OBJECTIVE = "val/acc"
 DIRECTIONS = ("maximize", "minimize")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from digitlab.errors import UserError
-from digitlab.registry import get_model_entry
+from digitlab.models.registry import get_model_entry
 from digitlab_tinycnn import TinyCNN
 
 

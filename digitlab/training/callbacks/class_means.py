@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from digitlab.callbacks.context import tensorboard_writer, training_split
-from digitlab.callbacks.drawing import digit_grid
+from digitlab.training.callbacks.context import tensorboard_writer, training_split
+from digitlab.training.callbacks.drawing import digit_grid
 
 
 class ClassMeans(Callback):

@@ -9,7 +9,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from digitlab.atomic import atomic_write
+from digitlab.utils.atomic import atomic_write
 from digitlab.errors import CheckpointNotWritten
 
 

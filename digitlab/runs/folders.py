@@ -19,9 +19,9 @@ from typing import Optional
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from digitlab.checkpoints import newest_last_checkpoint
+from digitlab.runs.checkpoints import newest_last_checkpoint
 from digitlab.errors import UserError
-from digitlab.run_names import EVALUATION_SUBCOMMANDS, RUN_PREFIX
+from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX
 
 
 

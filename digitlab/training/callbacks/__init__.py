@@ -2,14 +2,14 @@
 
 from lightning.pytorch.callbacks import Callback
 
-from digitlab.callbacks.checkpoint import ModelCheckpoint
-from digitlab.callbacks.class_means import ClassMeans
-from digitlab.callbacks.confusion import ConfusionMatrix
-from digitlab.callbacks.examples import ClassExamples
-from digitlab.callbacks.finite_loss import StopOnNonFiniteLoss
-from digitlab.callbacks.interrupt import SaveOnInterrupt
-from digitlab.callbacks.mistakes import WorstMistakes
-from digitlab.callbacks.predictions import PredictionWriter
+from digitlab.training.callbacks.checkpoint import ModelCheckpoint
+from digitlab.training.callbacks.class_means import ClassMeans
+from digitlab.training.callbacks.confusion import ConfusionMatrix
+from digitlab.training.callbacks.examples import ClassExamples
+from digitlab.training.callbacks.finite_loss import StopOnNonFiniteLoss
+from digitlab.training.callbacks.interrupt import SaveOnInterrupt
+from digitlab.training.callbacks.mistakes import WorstMistakes
+from digitlab.training.callbacks.predictions import PredictionWriter
 
 
 def default_callbacks() -> list[Callback]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from digitlab.callbacks.context import tensorboard_writer, training_split
-from digitlab.callbacks.drawing import digit_grid
+from digitlab.training.callbacks.context import tensorboard_writer, training_split
+from digitlab.training.callbacks.drawing import digit_grid
 
 
 class ClassExamples(Callback):

@@ -8,7 +8,7 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Iterable
 
-from digitlab.config_yaml import ConfigTooLarge, check_size
+from digitlab.config.bounded_yaml import ConfigTooLarge, check_size
 
 MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _CLASS_PROBLEM = re.compile(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'

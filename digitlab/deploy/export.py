@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from digitlab.errors import UserError
-from digitlab.inference import TrainedModel, load_model, model_input
+from digitlab.deploy.loading import TrainedModel, load_model, model_input
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SAMPLE_BATCH = 2  # the example batch the export traces; not 1, which exporters may treat as a fixed size

@@ -17,8 +17,8 @@ from typing import Callable, Optional
 import torch
 
 from digitlab.errors import UserError
-from digitlab.inference import load_model
-from digitlab.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
+from digitlab.deploy.loading import load_model
+from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
 
@@ -95,8 +95,8 @@ def build_server(ckpt_path: str, options: argparse.Namespace):
     import litserve
     from fastapi.responses import HTMLResponse
 
-    from digitlab.serve.api import DigitAPI
-    from digitlab.serve.middleware import PreparePictures
+    from digitlab.deploy.serve.api import DigitAPI
+    from digitlab.deploy.serve.middleware import PreparePictures
 
     with warnings.catch_warnings():  # LitServe warns that batch/unbatch are unused without batching: intended
         warnings.simplefilter("ignore", UserWarning)
@@ -105,7 +105,7 @@ def build_server(ckpt_path: str, options: argparse.Namespace):
                                     "max_pixels": options.max_pixels})
     server = litserve.LitServer(api, accelerator=options.accelerator, devices=1, timeout=options.timeout,
                                 middlewares=[middleware], disable_openapi_url=True)
-    page = (files("digitlab.serve") / "page.html").read_text(encoding="utf-8")
+    page = (files("digitlab.deploy.serve") / "page.html").read_text(encoding="utf-8")
     app = server.app  # LitServe answers GET / with "litserve running": the page replaces that route
     app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) != "/"]
     app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)

@@ -19,21 +19,21 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from digitlab import checkpoints
-from digitlab.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
-from digitlab.callbacks.idle_hooks import skip_idle_batch_hooks
-from digitlab.callbacks.interrupt import stop_report
-from digitlab.checkpoint_io import AtomicCheckpointIO
+from digitlab.runs import checkpoints
+from digitlab.training.callbacks import ModelCheckpoint, PredictionWriter, default_callbacks, picture_callbacks
+from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
+from digitlab.training.callbacks.interrupt import stop_report
+from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.data import MNISTDataModule
 from digitlab.errors import UserError
-from digitlab.loggers import build_loggers, logger_specs, writes_run_folder
-from digitlab.model_names import YAML_MODE, register_yaml_loader, rewrite_model_args
+from digitlab.training.loggers import build_loggers, logger_specs, writes_run_folder
+from digitlab.config.model_names import YAML_MODE, register_yaml_loader, rewrite_model_args
 from digitlab.models import DigitModel
-from digitlab.parse_errors import explain
-from digitlab.registry import discover_models, model_entries
-from digitlab.run_checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal,
+from digitlab.config.parse_errors import explain
+from digitlab.models.registry import discover_models, model_entries
+from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_config, check_trainer, lightning_refusal,
                                  warn_if_untrained)
-from digitlab.run_folders import claim_run_folder, discard_unstarted, release_if_empty, with_run_config
+from digitlab.runs.folders import claim_run_folder, discard_unstarted, release_if_empty, with_run_config
 
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 EPILOG = (

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from jsonargparse import get_loader, set_loader
 
-from digitlab.config_yaml import check_size
-from digitlab.registry import get_model_entry
+from digitlab.config.bounded_yaml import check_size
+from digitlab.models.registry import get_model_entry
 
 MODEL_FLAGS = ("--model", "--model.class_path", "--model.help")
 YAML_MODE = "digitlab_yaml"
@@ -53,7 +53,7 @@ def rewrite_model_config(config: Any) -> Any:
 
 def register_yaml_loader() -> None:
     """Parser mode ``digitlab_yaml``: jsonargparse's own YAML loader, then registry names rewritten; a document
-    that would expand beyond a sane size is refused before it is loaded (`digitlab.config_yaml`)."""
+    that would expand beyond a sane size is refused before it is loaded (`digitlab.config.bounded_yaml`)."""
     yaml_load = get_loader("yaml")
 
     def load(text: str) -> Any:

@@ -1,5 +1,5 @@
 """`digitlab serve`: a trained model over HTTP (LitServe), with a page to draw digits on."""
 
-from digitlab.serve.command import serve_command
+from digitlab.deploy.serve.command import serve_command
 
 __all__ = ["serve_command"]

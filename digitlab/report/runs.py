@@ -35,9 +35,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from digitlab.config_yaml import check_size
+from digitlab.config.bounded_yaml import check_size
 from digitlab.errors import SkippedFileWarning, UserError
-from digitlab.run_names import EVALUATION_FOLDER
+from digitlab.runs.layout import EVALUATION_FOLDER
 
 EVENTS = "events.out.tfevents.*"
 METRICS_CSV = "metrics.csv"  # Lightning's CSVLogger

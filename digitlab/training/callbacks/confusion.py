@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from digitlab.callbacks.context import step_outputs, tensorboard_writer
-from digitlab.callbacks.drawing import confusion_matrix_image
+from digitlab.training.callbacks.context import step_outputs, tensorboard_writer
+from digitlab.training.callbacks.drawing import confusion_matrix_image
 from digitlab.batch import PAD_LABEL
 
 

@@ -15,7 +15,7 @@ import litserve
 import torch
 from litserve.loops.simple_loops import BatchedLoop
 
-from digitlab.inference import load_model, model_input
+from digitlab.deploy.loading import load_model, model_input
 
 
 class DigitAPI(litserve.LitAPI):

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from digitlab.errors import UserError
-from digitlab.model_arguments import init_arguments
+from digitlab.models.arguments import init_arguments
 
 LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # Lightning's: they need state a new process does not have
 
@@ -17,7 +17,7 @@ LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # Lightning's: they need state
 def logs_root(trainer_config: Any) -> Path:
     """The folder holding the runs (``version_N``) for a trainer config: default ``./lightning_logs``; with
     loggers configured, the first file logger's ``save_dir/name``."""
-    from digitlab.loggers import logger_specs
+    from digitlab.training.loggers import logger_specs
 
     default_root_dir = str(trainer_config.get("default_root_dir") or ".")
     for spec in logger_specs(trainer_config.get("logger"), default_root_dir):

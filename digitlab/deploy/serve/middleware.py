@@ -17,7 +17,7 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from digitlab.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS, BadRequest, digit_from_body
+from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS, BadRequest, digit_from_body
 
 
 class ClientGone(Exception):

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from digitlab.callbacks.context import step_outputs, tensorboard_writer
-from digitlab.callbacks.drawing import captioned_digits_image
+from digitlab.training.callbacks.context import step_outputs, tensorboard_writer
+from digitlab.training.callbacks.drawing import captioned_digits_image
 from digitlab.batch import PAD_LABEL
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from digitlab import checkpoints
+from digitlab.runs import checkpoints
 from digitlab.errors import UserError
 from digitlab.models import DigitModel
 
@@ -60,7 +60,7 @@ def load_model(ckpt_path: str) -> TrainedModel:
 
 
 def _registered_entry(path: Path, class_path: Any):
-    from digitlab.registry import model_entries
+    from digitlab.models.registry import model_entries
 
     entries = model_entries()
     for entry in entries:
