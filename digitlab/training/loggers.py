@@ -26,6 +26,7 @@ class RunLogger(TensorBoardLogger):
     Args:
         model_name: Shown as the ``model`` hyperparameter (the CLI sets the registry name).
         extra_hparams: More hyperparameters to show, e.g. a sweep's name and trial number.
+        extra_metrics: More metric names for the HParams tab, e.g. a sweep's ``sweep/pruned``.
         Others: as `lightning.pytorch.loggers.TensorBoardLogger`.
     """
 
@@ -34,12 +35,14 @@ class RunLogger(TensorBoardLogger):
         *args: Any,
         model_name: Optional[str] = None,
         extra_hparams: Optional[dict[str, Any]] = None,
+        extra_metrics: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(*args, **kwargs)
         self.model_name = model_name
         self.extra_hparams = dict(extra_hparams or {})
+        self.hparams_metrics = (*HPARAMS_METRICS, *extra_metrics)
         self._hparams_written = False
 
     @rank_zero_only
@@ -59,7 +62,7 @@ class RunLogger(TensorBoardLogger):
 
         flat = self._sanitize_params(_flatten_dict(params))
         writer = self.experiment._get_file_writer()
-        for summary in hparams(flat, dict.fromkeys(HPARAMS_METRICS, 0.0)):  # names only: no value is logged
+        for summary in hparams(flat, dict.fromkeys(self.hparams_metrics, 0.0)):  # names only: no value is logged
             writer.add_summary(summary)
         self._hparams_written = True
         return None
