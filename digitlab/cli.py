@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
-from digitlab.models.arguments import init_arguments
 
 
 def format_argument(parameter: inspect.Parameter) -> str:
@@ -30,6 +29,7 @@ def format_argument(parameter: inspect.Parameter) -> str:
 
 
 def print_models(verbose: bool = False) -> None:
+    from digitlab.models.arguments import init_arguments
     from digitlab.models.registry import model_entries
 
     entries = model_entries()
