@@ -27,13 +27,8 @@ def machine(threads: int) -> str:
 
 
 def build(config: str, *overrides: str):
-    """Model, data module and trainer exactly as `digitlab fit --config CONFIG OVERRIDES` would make them."""
-    from digitlab.training.callbacks import picture_callbacks
-    from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
-    from digitlab.training.lightning_cli import DigitLabCLI
+    """Model, data module and trainer exactly as `digitlab fit --config CONFIG OVERRIDES` makes them."""
+    from digitlab.training.run import build_run, parse_run
 
-    cli = DigitLabCLI(args=["--config", str(REPO / config), *overrides], run=False)
-    # Without a subcommand (run=False) there is no --pictures option: add what `digitlab fit` adds by default.
-    cli.trainer.callbacks[:0] = picture_callbacks()
-    skip_idle_batch_hooks(cli.trainer.callbacks)
-    return cli.model, cli.datamodule, cli.trainer
+    run = build_run(parse_run("fit", ["--config", str(REPO / config), *overrides]))
+    return run.model, run.datamodule, run.trainer

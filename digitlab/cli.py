@@ -95,10 +95,10 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "fit": Subcommand("train a model, then test its best checkpoint", "digitlab.training.lightning_cli:run", True),
-    "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.training.lightning_cli:run", True),
-    "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.lightning_cli:run", True),
-    "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.lightning_cli:run", True),
+    "fit": Subcommand("train a model, then test its best checkpoint", "digitlab.training.run:main", True),
+    "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.training.run:main", True),
+    "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.run:main", True),
+    "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.run:main", True),
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
                          "digitlab.report.runs:report_command"),

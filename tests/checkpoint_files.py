@@ -17,7 +17,7 @@ _trained: dict[str, Path] = {}
 def synthetic_checkpoint(model: str, root: Path) -> Path:
     """`model` trained one epoch on 400 synthetic images; the checkpoint `digitlab fit` wrote (cached)."""
     if model not in _trained:
-        from digitlab.training.lightning_cli import run
+        from digitlab.training.run import main as run
 
         folder = root / f"fit-{model}"
         data = write_mnist_like(folder / "data", train=400, test=100)

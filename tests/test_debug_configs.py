@@ -6,13 +6,12 @@ import pytest
 import yaml
 
 from conftest import REPO, write_mnist_like
-from digitlab.training.lightning_cli import DigitLabCLI
+from lightning.pytorch import Callback
+
+from digitlab.training import run
 
 MODEL_CONFIGS = sorted(path.name for path in (REPO / "configs").glob("*.yaml"))
 DEBUG_CONFIGS = sorted(path.name for path in (REPO / "configs" / "debug").glob("*.yaml"))
-# Without a logger (overfit, profile) there is no run folder, and LightningCLI's SaveConfigCallback writes
-# config.yaml into the working folder instead (and fails the next such run). The fix belongs in trainer_cli.py:
-# a SaveConfigCallback that saves only when the trainer has a logger. Remove this mark with that change.
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +23,13 @@ def data(tmp_path_factory) -> Path:
 def final_metrics(monkeypatch) -> dict[str, float]:
     """The trainer's metrics when fitting ends (`train/acc` is the last epoch's), read as the fit finishes."""
     metrics: dict[str, float] = {}
-    after_fit = DigitLabCLI.after_fit
 
-    def record_then_continue(cli: DigitLabCLI) -> None:
-        metrics.update({name: float(value) for name, value in cli.trainer.callback_metrics.items()})
-        after_fit(cli)
+    class RecordWhenFitEnds(Callback):
+        def on_fit_end(self, trainer, pl_module) -> None:
+            metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
-    monkeypatch.setattr(DigitLabCLI, "after_fit", record_then_continue)
+    default_callbacks = run.default_callbacks
+    monkeypatch.setattr(run, "default_callbacks", lambda: [*default_callbacks(), RecordWhenFitEnds()])
     return metrics
 
 

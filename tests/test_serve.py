@@ -85,7 +85,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expected(checkpoint, pictures, tmp_path_factory) -> dict[str, tuple[int, float]]:
     """What `digitlab predict --data.predict_images` says of each picture: file name -> (digit, probability)."""
-    from digitlab.training.lightning_cli import run
+    from digitlab.training.run import main as run
 
     folder = tmp_path_factory.mktemp("predict")
     run(["predict", "--model", "lenet5", "--ckpt_path", str(checkpoint), "--data.predict_images", str(pictures),

@@ -67,8 +67,12 @@ def test_trials_are_runs_and_a_hopeless_one_is_pruned(sweep):
         assert config["trainer"]["max_epochs"] == 2  # the sweep file's budget beats configs/mlp.yaml's 8
         hparams = yaml.safe_load((run / "hparams.yaml").read_text())
         assert hparams["sweep"] == NAME and hparams["sweep_trial"] == trial.number
+        assert hparams["model"] == "mlp"  # logged exactly like a fit's run: the model named in HParams
         assert (run / "checkpoints" / "last.ckpt").is_file()
         logged = scalars(run)
+        # hp_metric is the best val/acc so far after each validation, never a placeholder -1.
+        best_so_far = [max(logged["val/acc"][:i + 1]) for i in range(len(logged["val/acc"]))]
+        assert logged["hp_metric"] == pytest.approx(best_so_far)
         assert logged["val/acc"] == [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
         if trial.state.name == "PRUNED":  # stopped at the first validation below the median, and says so
             assert len(logged["val/acc"]) == 1 and logged["sweep/pruned"][-1] == 1.0

@@ -9,33 +9,10 @@ from typing import Any, Optional
 import torch
 
 from digitlab.errors import UserError
+from digitlab.runs import layout
 from digitlab.models.arguments import init_arguments
 
 LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # Lightning's: they need state a new process does not have
-
-
-def logs_root(trainer_config: Any) -> Path:
-    """The folder holding the runs (``version_N``) for a trainer config: default ``./lightning_logs``; with
-    loggers configured, the first file logger's ``save_dir/name``."""
-    from digitlab.training.loggers import logger_specs
-
-    default_root_dir = str(trainer_config.get("default_root_dir") or ".")
-    for spec in logger_specs(trainer_config.get("logger"), default_root_dir):
-        init_args = spec.get("init_args") or {}
-        if "save_dir" in init_args:
-            return Path(init_args["save_dir"] or default_root_dir) / (init_args.get("name", "lightning_logs") or "")
-    return Path(default_root_dir) / "lightning_logs"
-
-
-def newest_last_checkpoint(root: Path) -> Path:
-    """The most recently written ``version_*/checkpoints/last.ckpt`` under `root`."""
-    candidates = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise UserError(
-            f"--ckpt_path last: no run under {root} has a checkpoints/last.ckpt. Give the path of a checkpoint "
-            "instead (or, to train afresh, leave --ckpt_path out)."
-        )
-    return candidates[-1]
 
 
 def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
@@ -48,7 +25,7 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
             "last.ckpt (a run's best checkpoint is in its checkpoints/ folder, named best-*.ckpt)."
         )
     if ckpt_path == "last":
-        return str(newest_last_checkpoint(logs_root(trainer_config)))
+        return str(layout.newest_last_checkpoint(layout.logs_root(trainer_config)))
     path = Path(ckpt_path)
     if path.is_dir():
         found = sorted(path.glob("**/*.ckpt"))
@@ -57,7 +34,8 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
                         "checkpoint file, or `--ckpt_path last` for the newest last.ckpt.")
     if not path.is_file():
         raise UserError(
-            f"--ckpt_path {ckpt_path}: no such file. Checkpoints are in lightning_logs/version_N/checkpoints/; "
+            f"--ckpt_path {ckpt_path}: no such file. Checkpoints are in {layout.LOGS_FOLDER}/{layout.RUN_PREFIX}N/"
+            f"{layout.CHECKPOINTS}/; "
             "`--ckpt_path last` picks the newest last.ckpt."
         )
     return ckpt_path

@@ -19,9 +19,9 @@ from typing import Optional
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from digitlab.runs.checkpoints import newest_last_checkpoint
 from digitlab.errors import UserError
-from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX
+from digitlab.runs import layout
+from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX, run_folder_of
 
 
 
@@ -73,7 +73,6 @@ def release_if_empty(folder: Optional[Path]) -> None:
             return
 
 
-RUN_START_FILES = ("events.out.tfevents.*", "hparams.yaml", "config.yaml", "metrics.csv")
 
 
 def discard_unstarted(folder: Optional[Path]) -> None:
@@ -81,18 +80,9 @@ def discard_unstarted(folder: Optional[Path]) -> None:
     holds only what every run writes as it starts (its config, hyperparameters, an events file), no checkpoint."""
     if folder is None or rank_zero_only.rank != 0 or not folder.is_dir():
         return
-    started = [p for p in folder.rglob("*") if p.is_file() and not any(p.match(f) for f in RUN_START_FILES)]
-    if not started and not (folder / "checkpoints").exists():
+    started = [p for p in folder.rglob("*") if p.is_file() and not any(p.match(f) for f in layout.RUN_START_FILES)]
+    if not started and not (folder / layout.CHECKPOINTS).exists():
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def run_folder_of(ckpt_path: str) -> Optional[Path]:
-    """The run folder a checkpoint belongs to (``.../version_N`` for ``.../version_N/checkpoints/x.ckpt``)."""
-    folder = Path(ckpt_path).resolve().parent
-    if folder.name != "checkpoints":
-        return None
-    run = folder.parent
-    return run if (run / "config.yaml").is_file() or any(run.glob("events.out.tfevents.*")) else None
 
 
 def _folders(root: Path) -> list[Path]:
@@ -114,20 +104,33 @@ def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str])
     return claim(logs_root)
 
 
-def with_run_config(args: list[str]) -> list[str]:
+def with_run_config(subcommand: str, args: list[str]) -> list[str]:
     """`args`, plus ``--config RUN/config.yaml`` when an evaluation names a run's checkpoint and no config:
     ``digitlab test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt`` tests it as it was trained."""
-    if not args or args[0] not in EVALUATION_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=")
-                                                                for a in args):
+    if subcommand not in EVALUATION_SUBCOMMANDS or any(a in ("--config", "-c") or a.startswith("--config=")
+                                                        for a in args):
         return args
     ckpt_path = _option(args, "--ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = str(newest_last_checkpoint(Path("lightning_logs")))
+    if ckpt_path == "last":  # without a config, only the command line can move the runs' folder
+        root_dir = _option(args, "--trainer.default_root_dir")
+        ckpt_path = str(layout.newest_last_checkpoint(layout.logs_root({"default_root_dir": root_dir})))
     run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
-    if run is None or not (run / "config.yaml").is_file():
+    if run is None or not (run / layout.RUN_CONFIG).is_file():
         return args
-    print(f"digitlab: using the run's config, {run / 'config.yaml'}", file=sys.stderr)
-    return [args[0], "--config", str(run / "config.yaml"), *args[1:]]
+    print(f"digitlab: using the run's config, {run / layout.RUN_CONFIG}", file=sys.stderr)
+    return ["--config", str(run / layout.RUN_CONFIG), *args]
+
+
+def claim_trial_folder(sweep_folder: Path, number: int) -> Path:
+    """``sweep_folder/trial_N``, the run folder of a sweep's trial N: two workers can never share one."""
+    folder = sweep_folder / f"{layout.TRIAL_PREFIX}{number}"
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        raise UserError(f"{folder} already exists, so trial {number} of this sweep has nowhere to run: the folder "
+                        "holds a trial of an earlier sweep of the same name that is not in this storage. Move "
+                        "that folder away, or give the sweep another --name.") from None
+    return folder
 
 
 def _option(args: list[str], name: str) -> Optional[str]:

@@ -35,7 +35,7 @@ from digitlab.sweep.storage import (
 )
 from digitlab.sweep.sweep_file import load_sweep_file
 from digitlab.sweep.trial import SweepSetup, run_and_tell
-from digitlab.training.lightning_cli import _quiet_lightning_notices
+from digitlab.training.run import quiet_lightning_notices
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -49,7 +49,7 @@ def sweep_command(args: list[str]) -> None:
     if not NAME.fullmatch(name):
         raise UserError(f"The sweep name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder and "
                         "a study). Pass --name NAME.")
-    _quiet_lightning_notices()
+    quiet_lightning_notices()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this command says what happens, once
     run_config = load_run_config(fit_args, sweep)
     folder = run_config.sweeps_root() / name
@@ -62,7 +62,7 @@ def sweep_command(args: list[str]) -> None:
          f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
     try:
         mine = _work(study, storage, setup, total, options.timeout)
-    except Stopped as stop:  # a trial's fit stopped after its batch (see digitlab/callbacks/interrupt.py)
+    except Stopped as stop:  # a trial's fit stopped after its batch (see digitlab/training/callbacks/interrupt.py)
         _stopped(name, "Ctrl-C" if stop.exit_code == 130 else "SIGTERM", stop.exit_code)
     except KeyboardInterrupt:  # outside a fit, or a second Ctrl-C
         _stopped(name, "Ctrl-C", 130)

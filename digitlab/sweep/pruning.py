@@ -14,6 +14,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from digitlab.errors import UserError
 
+# Shown in TensorBoard's HParams tab beside a trial's hyperparameters (which also hold `sweep`, the sweep's name,
+# and `sweep_trial`, the trial's number): 0 from the start, 1 once Optuna pruned the trial.
+PRUNED_METRIC = "sweep/pruned"
+
 
 class ReportToOptuna(Callback):
     """After each validation: report `objective` to `trial` (step = the validation's index, so trials with
@@ -34,6 +38,9 @@ class ReportToOptuna(Callback):
         self.pruned_after: Optional[int] = None
         self.exception: Optional[BaseException] = None
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log_pruned(trainer, 0.0)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -49,8 +56,12 @@ class ReportToOptuna(Callback):
         if not _is_final(trainer) and self.trial.should_prune():
             self.pruned_after = self.validations
             trainer.should_stop = True
-            for logger in trainer.loggers:  # the run's own record (TensorBoard: Scalars and HParams)
-                logger.log_metrics({"sweep/pruned": 1.0}, step=trainer.global_step)
+            self._log_pruned(trainer, 1.0)
+
+    @staticmethod
+    def _log_pruned(trainer: Trainer, value: float) -> None:
+        for logger in trainer.loggers:  # the run's own record (TensorBoard: Scalars and HParams)
+            logger.log_metrics({PRUNED_METRIC: value}, step=trainer.global_step)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self.exception = exception

@@ -17,33 +17,12 @@ from jsonargparse import Namespace
 from digitlab.errors import UserError
 from digitlab.config.parse_errors import closest
 from digitlab.sweep.sweep_file import SweepFile, candidate_values
-from digitlab.training.lightning_cli import DigitLabCLI
+from digitlab.runs.layout import sweeps_root
+from digitlab.training.run import ParsedRun, parse_run
 
 # Settings that run several processes per trial. Lightning's DDP launcher starts the extra processes by
 # running the command line again, which for a sweep would start more sweep workers, not ranks of one trial.
 MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed", "xla")
-
-
-class FitCLI(DigitLabCLI):
-    """`digitlab fit` alone: building the parsers of validate, test and predict too would triple the time a
-    trial spends outside its fit."""
-
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {"fit": DigitLabCLI.subcommands()["fit"]}
-
-
-class _Parsed(Exception):
-    def __init__(self, cli: "_ParseOnlyCLI") -> None:
-        super().__init__()
-        self.cli = cli
-
-
-class _ParseOnlyCLI(FitCLI):
-    """`digitlab fit`'s parser and checks, stopped before a model, data module or trainer is built."""
-
-    def instantiate_classes(self) -> None:
-        raise _Parsed(self)
 
 
 @dataclass
@@ -53,22 +32,21 @@ class RunConfig:
     user_args: list[str]
     sweep_args: list[str]  # the sweep's own settings, after the user's arguments
     config: Namespace  # the resolved fit config, without the sweep's settings
-    cli: DigitLabCLI
+    parsed: ParsedRun  # its parser parses each trial's arguments
 
     def trial_args(self, values: dict[str, Any], test_after_fit: bool = False) -> list[str]:
         """A trial's `digitlab fit` arguments. Trials skip the test set: a sweep chooses by validation, and
         `best.yaml` (which tests) is where the test set is used once."""
-        return ["fit", "--test_after_fit", str(test_after_fit).lower(), *self.user_args, *self.sweep_args,
+        return ["--test_after_fit", str(test_after_fit).lower(), *self.user_args, *self.sweep_args,
                 *(f"--{key}={as_flag_value(value)}" for key, value in values.items())]
 
     def sweeps_root(self) -> Path:
-        """lightning_logs/sweeps under the trainer's default_root_dir (the working folder by default)."""
-        return Path(self.config.trainer.get("default_root_dir") or ".") / "lightning_logs" / "sweeps"
+        """lightning_logs/sweeps beside the runs of the run config."""
+        return sweeps_root(self.config.trainer)
 
     def parse(self, args: list[str]) -> Namespace:
-        """`args` (a whole fit command line) parsed by the same parser, without building it again."""
-        self.cli.parse_arguments(self.cli.parser, args)
-        return self.cli.config["fit"]
+        """`args` (a trial's fit arguments) parsed by the same parser, without building it again."""
+        return self.parsed.cli.parse(args)
 
 
 def as_flag_value(value: Any) -> str:
@@ -78,11 +56,8 @@ def as_flag_value(value: Any) -> str:
 
 def load_run_config(user_args: list[str], sweep: SweepFile) -> RunConfig:
     """Parse the user's fit arguments, then check the search space and the trial settings against them."""
-    try:
-        _ParseOnlyCLI(args=["fit", *user_args])
-    except _Parsed as parsed:
-        cli = parsed.cli
-    config = cli.config["fit"]
+    parsed = parse_run("fit", user_args)
+    config = parsed.config
     keys = list(config.keys())
     for key in sweep.space:
         if key not in keys:
@@ -101,7 +76,7 @@ def load_run_config(user_args: list[str], sweep: SweepFile) -> RunConfig:
         sweep_args.append(f"--trainer.max_epochs={sweep.max_epochs}")
     if str(config.trainer.get("devices")) == "auto":  # "auto" on a multi-GPU machine is DDP over all of them
         sweep_args.append("--trainer.devices=1")
-    run_config = RunConfig(list(user_args), sweep_args, config, cli)
+    run_config = RunConfig(list(user_args), sweep_args, config, parsed)
     _check_values(run_config, sweep)
     return run_config
 

@@ -5,66 +5,22 @@ from __future__ import annotations
 import os
 import socket
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
 from digitlab.errors import Stopped, TrainingDiverged, UserError
-from digitlab.sweep.pruning import ReportToOptuna
-from digitlab.sweep.run_config import FitCLI, RunConfig
+from digitlab.runs.folders import claim_trial_folder
+from digitlab.runs.layout import RUN_CONFIG
+from digitlab.sweep.pruning import PRUNED_METRIC, ReportToOptuna
+from digitlab.sweep.run_config import RunConfig
 from digitlab.sweep.storage import Claim
 from digitlab.sweep.sweep_file import SweepFile, suggest
-
-
-class TrialLogger(TensorBoardLogger):
-    """TensorBoard in the trial's own folder, ``lightning_logs/sweeps/NAME/trial_N``. The hyperparameters also
-    hold the sweep's name (`sweep`) and the trial's number (`sweep_trial`), and the HParams tab shows
-    `sweep/pruned`: 0, or 1 once Optuna pruned the trial."""
-
-    def __init__(self, folder: Path, sweep: str, number: int) -> None:
-        super().__init__(save_dir=folder.parent.parent, name=folder.parent.name, version=folder.name)
-        self.sweep_hparams = {"sweep": sweep, "sweep_trial": number}
-
-    def log_hyperparams(self, params: Any, metrics: Optional[Any] = None, step: Optional[int] = None) -> None:
-        params = {**(vars(params) if isinstance(params, Namespace) else dict(params)), **self.sweep_hparams}
-        if metrics is None and self._default_hp_metric:  # Lightning's own default, kept
-            metrics = {"hp_metric": -1}
-        elif metrics is not None and not isinstance(metrics, dict):
-            metrics = {"hp_metric": metrics}
-        super().log_hyperparams(params, {**(metrics or {}), "sweep/pruned": 0.0}, step)
-
-
-class TrialCLI(FitCLI):
-    """`digitlab fit` with the trial's logger and callbacks, which stay out of the saved config.yaml: the
-    trial's config replays with `digitlab fit --config` into a new run folder, without Optuna."""
-
-    def __init__(self, args: list[str], logger: TrialLogger, callbacks: list[Callback]) -> None:
-        self.trial_logger, self.trial_callbacks = logger, callbacks
-        self.fit_seconds: Optional[float] = None
-        self._fit_started = 0.0
-        super().__init__(args=args)
-
-    def before_instantiate_classes(self) -> None:
-        super().before_instantiate_classes()
-        callbacks = self.trainer_defaults.get("callbacks", [])
-        self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*callbacks, *self.trial_callbacks]}
-
-    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        return super().instantiate_trainer(**{**kwargs, "logger": self.trial_logger})
-
-    def before_fit(self) -> None:
-        self._fit_started = time.perf_counter()
-
-    def after_fit(self) -> None:
-        self.fit_seconds = time.perf_counter() - self._fit_started
-        super().after_fit()
+from digitlab.training.run import build_run, parse_run
 
 
 @dataclass
@@ -124,11 +80,11 @@ class TrialRun:
     def __init__(self, trial: optuna.Trial, setup: SweepSetup) -> None:
         self.trial, self.setup = trial, setup
         self.values = {key: suggest(trial, key, distribution) for key, distribution in setup.sweep.space.items()}
-        self.folder = _claim_run_folder(setup.folder, trial.number)
+        self.folder = claim_trial_folder(setup.folder, trial.number)
         trial.set_user_attr("run", {"folder": str(self.folder.resolve()), "host": socket.gethostname(),
                                     "pid": os.getpid()})
         self.pruning = ReportToOptuna(trial, setup.sweep.objective, setup.sweep.maximize)
-        self.cli: Optional[TrialCLI] = None
+        self.fit_seconds: Optional[float] = None
         self.stopped: Optional[str] = None
 
     def fit(self) -> float:
@@ -137,9 +93,15 @@ class TrialRun:
         Ctrl-C and SIGTERM stop the fit after its batch, as `Stopped` (a second Ctrl-C arrives as
         `KeyboardInterrupt`); a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
         """
-        logger = TrialLogger(self.folder, self.setup.name, self.trial.number)
         try:
-            self.cli = TrialCLI(self.setup.run_config.trial_args(self.values), logger, [self.pruning])
+            run = build_run(parse_run("fit", self.setup.run_config.trial_args(self.values)), callbacks=[self.pruning],
+                            folder=self.folder, extra_hparams={"sweep": self.setup.name, "sweep_trial": self.trial.number},
+                            extra_metrics=(PRUNED_METRIC,))
+            started = time.perf_counter()
+            try:
+                run.execute()
+            finally:
+                self.fit_seconds = time.perf_counter() - started
         except TrainingDiverged as error:
             self.stopped = str(error).split(";")[0]
             raise optuna.TrialPruned(str(error)) from None
@@ -157,21 +119,10 @@ class TrialRun:
 
     def record(self, failure: Optional[str]) -> None:
         self.trial.set_user_attr("validations", self.pruning.validations)
-        if self.cli is not None and self.cli.fit_seconds is not None:
-            self.trial.set_user_attr("fit_seconds", round(self.cli.fit_seconds, 3))
+        if self.fit_seconds is not None:
+            self.trial.set_user_attr("fit_seconds", round(self.fit_seconds, 3))
         if failure or self.stopped:
             self.trial.set_user_attr("stopped", failure or self.stopped)
-        config = self.folder / "config.yaml"
+        config = self.folder / RUN_CONFIG
         if config.is_file():
             self.trial.set_user_attr("config", config.read_text())
-
-
-def _claim_run_folder(sweep_folder: Path, number: int) -> Path:
-    folder = sweep_folder / f"trial_{number}"
-    try:
-        folder.mkdir(parents=True)  # atomic: two workers can never share a trial's folder
-    except FileExistsError:
-        raise UserError(f"{folder} already exists, so trial {number} of this sweep has nowhere to run: the folder "
-                        "holds a trial of an earlier sweep of the same name that is not in this storage. Move "
-                        "that folder away, or give the sweep another --name.") from None
-    return folder

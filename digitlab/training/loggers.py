@@ -9,6 +9,8 @@ from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from digitlab.runs.layout import TENSORBOARD_CLASS_PATHS, writes_run_folder
+
 # The metrics TensorBoard's HParams tab shows for each run: `hp_metric` (best val/acc while fitting, then
 # test/acc), and the two it follows.
 HPARAMS_METRICS = ("hp_metric", "val/acc_best", "test/acc")
@@ -68,32 +70,11 @@ class RunLogger(TensorBoardLogger):
         return None
 
 
-TENSORBOARD_CLASS_PATHS = ("lightning.pytorch.loggers.TensorBoardLogger",
-                           "lightning.pytorch.loggers.tensorboard.TensorBoardLogger")
-
-
-def logger_specs(spec: Any, default_root_dir: str) -> list[dict[str, Any]]:
-    """The trainer's ``logger`` setting as ``{class_path, init_args}`` dicts: Lightning's default (`None` or
-    `True`) is one TensorBoard logger in ``default_root_dir/lightning_logs``; `False` is none."""
-    if spec is False:
-        return []
-    if spec is None or spec is True:
-        init_args = {"save_dir": default_root_dir, "name": "lightning_logs", "version": None}
-        return [{"class_path": TENSORBOARD_CLASS_PATHS[0], "init_args": init_args}]
-    specs = spec if isinstance(spec, list) else [spec]
-    return [s.as_dict() if hasattr(s, "as_dict") else dict(s) for s in specs]
-
-
-def writes_run_folder(spec: dict[str, Any]) -> bool:
-    """Whether a logger writes a ``save_dir/name/version`` folder (TensorBoard, CSV) and its version is unset,
-    so that digitlab chooses the run folder for it."""
-    init_args = spec.get("init_args") or {}
-    return {"save_dir", "name", "version"} <= set(init_args) and init_args.get("version") is None
-
-
-def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional[str]) -> list[Any]:
-    """Instantiate the loggers, every file logger writing into the one run `folder` (a claimed `Path`, or None
-    to leave their folders as configured); TensorBoard loggers become `RunLogger`s."""
+def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional[str],
+                  extra_hparams: Optional[dict[str, Any]] = None, extra_metrics: tuple[str, ...] = ()) -> list[Any]:
+    """Instantiate the loggers (`specs` from `digitlab.runs.layout.logger_specs`), every file logger writing
+    into the one run `folder` (a claimed `Path`, or None to leave their folders as configured); TensorBoard
+    loggers become `RunLogger`s, with `model_name`, `extra_hparams` and `extra_metrics`."""
     from lightning.pytorch.cli import instantiate_class
 
     loggers = []
@@ -103,6 +84,6 @@ def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional
             init_args.update(save_dir=str(folder.parent), name="", version=folder.name)
         if class_path in TENSORBOARD_CLASS_PATHS:
             class_path = f"{RunLogger.__module__}.{RunLogger.__qualname__}"
-            init_args["model_name"] = model_name
+            init_args.update(model_name=model_name, extra_hparams=extra_hparams, extra_metrics=extra_metrics)
         loggers.append(instantiate_class((), {"class_path": class_path, "init_args": init_args}))
     return loggers

@@ -1,0 +1,275 @@
+"""The one run path: every command that trains or evaluates builds its run here, then runs it.
+
+    from digitlab.training.run import build_run, parse_run
+
+    run = build_run(parse_run("fit", ["--config", "configs/lenet5.yaml"]))  # model, data, trainer, run folder
+    run.execute()  # trainer.fit, then the test after fit
+
+`digitlab fit|validate|test|predict` (`main`), every sweep trial, and any script or test that needs a run
+call these. `parse_run` is LightningCLI's parsing (`digitlab.training.lightning_cli`); `build_run` makes the
+model, the data module and the trainer with digitlab's loggers, callbacks, checkpoint writer, checks and
+seed; `Run.execute` runs the subcommand and turns Lightning's refusals and signals into one-paragraph errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from digitlab.errors import UserError
+from digitlab.models import DigitModel
+from digitlab.models.registry import model_entries
+from digitlab.runs import checkpoints, layout
+from digitlab.runs.layout import logger_specs, writes_run_folder
+from digitlab.runs.folders import claim_run_folder, discard_unstarted, release_if_empty
+from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
+from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
+from digitlab.training.callbacks.interrupt import stop_report
+from digitlab.training.checkpoint_io import AtomicCheckpointIO
+from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
+                                      warn_if_untrained)
+from digitlab.training.lightning_cli import DigitLabCLI
+from digitlab.training.loggers import build_loggers
+
+PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
+
+
+@dataclass
+class ParsedRun:
+    """A subcommand and its parsed, checked config (`parse_run`); `cli` is the parser that made it."""
+
+    subcommand: str
+    cli: DigitLabCLI
+
+    @property
+    def config(self) -> Namespace:
+        return self.cli.config
+
+
+def parse_run(subcommand: str, args: Sequence[str]) -> ParsedRun:
+    """Parse `digitlab SUBCOMMAND ARGS` (fit, validate, test or predict): user mistakes raise `UserError`."""
+    return ParsedRun(subcommand, DigitLabCLI(subcommand, list(args)))
+
+
+@dataclass
+class Run:
+    """A built run: what `build_run` made, ready to `execute`."""
+
+    subcommand: str
+    config: Namespace
+    model: DigitModel
+    datamodule: LightningDataModule
+    trainer: Trainer
+    folder: Optional[Path]  # the run folder (version_N, test_K, trial_N), None without a file logger
+    claimed_folder: Optional[Path]  # `folder` if `build_run` claimed it: removed again if the run is refused
+    method_kwargs: dict[str, Any] = field(default_factory=dict)  # Trainer.<subcommand>'s options (ckpt_path ...)
+    checkpoint: Optional[dict[str, Any]] = None  # --ckpt_path's content, until checked against the model
+
+    def execute(self) -> None:
+        """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
+
+        Ctrl-C and SIGTERM stop a fit after its batch and raise `Stopped`; a setting Lightning refuses before
+        training starts raises `UserError`; a refused run leaves no run folder behind."""
+        with _CleanupOnFailure(self.claimed_folder):
+            if self.checkpoint is not None:
+                checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
+                self.checkpoint = None  # Lightning reads the file again itself: do not hold two copies
+            warn_if_untrained(self.trainer, self.subcommand, self.method_kwargs.get("ckpt_path"))
+            self._call(self.subcommand, **self.method_kwargs)
+            if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
+                best = self.trainer.checkpoint_callback
+                self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
+            metrics = self.trainer.callback_metrics
+            if "test/acc" in metrics and self.trainer.is_global_zero:
+                print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
+
+    def _call(self, method: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.trainer, method)(self.model, datamodule=self.datamodule, **kwargs)
+        except SIGTERMException:
+            raise stop_report(self.trainer, self.subcommand) from None
+        except LIGHTNING_ERRORS as error:
+            refusal = lightning_refusal(error, self.subcommand) if self.trainer.global_step == 0 else None
+            if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
+                raise
+            raise refusal from None
+
+
+def build_run(
+    parsed: ParsedRun,
+    *,
+    callbacks: Sequence[Callback] = (),
+    folder: Optional[Path] = None,
+    extra_hparams: Optional[dict[str, Any]] = None,
+    extra_metrics: tuple[str, ...] = (),
+) -> Run:
+    """Build the run `parsed` describes: seed, model, data module, and a trainer with digitlab's loggers (into
+    a newly claimed run folder), callbacks, atomic checkpoint writer and checks.
+
+    Args:
+        parsed: What `parse_run` gave.
+        callbacks: More callbacks for this run only (not in its config.yaml), e.g. a sweep's pruning.
+        folder: A run folder the caller has already claimed (a sweep's ``trial_N``), instead of a new one.
+        extra_hparams: More hyperparameters to log (a sweep's name and trial number).
+        extra_metrics: More metric names for TensorBoard's HParams tab.
+    """
+    config, subcommand = parsed.config, parsed.subcommand
+    with _CleanupOnFailure() as cleanup:
+        if config.get("seed_everything") is not False:
+            seed_everything(config.seed_everything, workers=True)
+        instantiated = parsed.cli.parser.instantiate_classes(config)
+        model, datamodule = instantiated.model, instantiated.data
+        trainer_kwargs = {**instantiated.trainer}
+        if not trainer_kwargs.get("fast_dev_run"):
+            specs = logger_specs(config.trainer.get("logger"), str(config.trainer.get("default_root_dir") or "."))
+            if folder is None and any(writes_run_folder(spec) for spec in specs):
+                folder = cleanup.claim(subcommand, config)
+            trainer_kwargs["logger"] = build_loggers(specs, folder, model_name(config.model), extra_hparams,
+                                                     extra_metrics) if specs else False
+        trainer_kwargs["plugins"] = _with_atomic_checkpoints(trainer_kwargs.get("plugins"))
+        trainer_kwargs["callbacks"] = _run_callbacks(
+            parsed, trainer_kwargs.get("callbacks"), [instantiated[key] for key in parsed.cli.parser.callback_keys],
+            list(callbacks))
+        try:
+            trainer = Trainer(**trainer_kwargs)
+        except CONSTRUCTION_ERRORS as error:
+            raise lightning_refusal(error, subcommand) or error
+        check_trainer(trainer, datamodule.hparams.get("val_split"))
+        _refuse_existing_run_folder(trainer, subcommand)
+        skip_idle_batch_hooks(trainer.callbacks)
+    method_kwargs = {key: config.get(key) for key in parsed.cli.method_arguments}
+    return Run(subcommand, config, model, datamodule, trainer, folder, cleanup.folder, method_kwargs,
+               parsed.cli.checkpoint)
+
+
+class SaveConfigToRunFolder(SaveConfigCallback):
+    """LightningCLI's config.yaml, written only into a run folder: a run without a logger has none (Lightning
+    would write it into the working folder, and refuse the next such run)."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if trainer.loggers:
+            super().setup(trainer, pl_module, stage)
+
+
+def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], extra: list[Callback]
+                   ) -> list[Callback]:
+    """The config's callbacks and options' (`--predictions`), digitlab's own, the caller's (`extra`), then
+    config.yaml's writer."""
+    config = parsed.config
+    callbacks = [] if configured is None else list(configured) if isinstance(configured, list) else [configured]
+    callbacks += options
+    callbacks += default_callbacks()
+    if parsed.subcommand != "predict" and config.get("pictures"):
+        callbacks += picture_callbacks()
+    if config.trainer.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
+        # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+    if config.trainer.get("enable_checkpointing") is not False and not _has(callbacks, LightningModelCheckpoint):
+        # Instead of Lightning's default (the newest epoch's weights): last.ckpt after every epoch.
+        callbacks.append(ModelCheckpoint(save_top_k=0, save_last=True))
+    callbacks += extra
+    if not config.trainer.get("fast_dev_run"):
+        callbacks.append(SaveConfigToRunFolder(parsed.cli.parser, config, config_filename=layout.RUN_CONFIG))
+    return callbacks
+
+
+def _has(callbacks: list[Callback], kind: type) -> bool:
+    return any(isinstance(callback, kind) for callback in callbacks)
+
+
+def model_name(model_config: Any) -> Optional[str]:
+    """The registry name of the configured model (its class name if it is not registered)."""
+    class_path = model_config.get("class_path") if hasattr(model_config, "get") else None
+    if not class_path:
+        return None
+    names = {entry.class_path: entry.name for entry in model_entries()}
+    return names.get(class_path, class_path.rsplit(".", 1)[-1])
+
+
+def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The configured trainer plugins, with `AtomicCheckpointIO` unless one of them writes checkpoints."""
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def _refuse_existing_run_folder(trainer: Trainer, subcommand: str) -> None:
+    if os.environ.get("SLURM_RESTART_COUNT"):  # a requeued SLURM job resumes in its own folder on purpose
+        return
+    if trainer.loggers:
+        # digitlab claims a new folder by default; an explicitly chosen version must not be reused.
+        log_dir = trainer.log_dir
+        if log_dir and _holds_files(Path(log_dir)):
+            raise UserError(
+                f"The run folder {log_dir} already exists and digitlab never writes into an earlier run. "
+                "Leave the logger's version unset (a new version_N is chosen), or pick an unused version."
+            )
+    elif subcommand == "fit":
+        # Without a logger there is no run folder: checkpoints go to default_root_dir/checkpoints, where
+        # an earlier run's best and last checkpoints would be overwritten.
+        for callback in trainer.checkpoint_callbacks:
+            folder = Path(callback.dirpath or Path(trainer.default_root_dir) / layout.CHECKPOINTS)
+            if _holds_files(folder):
+                raise UserError(
+                    f"{folder} already holds checkpoints of an earlier run, and digitlab never overwrites "
+                    "a checkpoint. Give this run its own folder with --trainer.default_root_dir DIR."
+                )
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+class _CleanupOnFailure:
+    """On the way out of a failure: a run folder claimed here that holds nothing is removed, and one refused by
+    a user mistake before anything was trained is discarded (it holds only what every run writes first)."""
+
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        self.folder = folder
+
+    def claim(self, subcommand: str, config: Namespace) -> Path:
+        self.folder = claim_run_folder(subcommand, layout.logs_root(config.trainer), config.get("ckpt_path"))
+        return self.folder
+
+    def __enter__(self) -> "_CleanupOnFailure":
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if error is None:
+            return
+        if isinstance(error, UserError) and error.exit_code == 2:
+            discard_unstarted(self.folder)
+        release_if_empty(self.folder)
+
+
+def quiet_lightning_notices() -> None:
+    """Drop what says nothing about the user's run: advertisements and internal deprecations."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs torch 2.14
+    # Lightning's all_gather (the mistakes picture under DDP) vs torch 2.14:
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
+    # Every epoch logs its training metrics anyway; a short epoch loses nothing:
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    # jsonargparse vs LightningCLI's own calls (nothing a user can change):
+    warnings.filterwarnings("ignore", message=r"\s*skip_none parameter was deprecated")
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.addFilter(lambda record: not record.getMessage().startswith("💡 Tip") and
+                          "LitLogger" not in record.getMessage())
+
+
+def main(args: Sequence[str]) -> None:
+    """`digitlab fit|validate|test|predict ARGS`: `args` starts with the subcommand."""
+    quiet_lightning_notices()
+    build_run(parse_run(args[0], args[1:])).execute()
