@@ -15,8 +15,9 @@ class RunningTotals:
 
     `torchmetrics` objects are what digitlab logs and syncs across processes, but their ``update`` costs
     far more than a few tensor operations on a CPU, a sizeable share of the whole MLP step, and a
-    ``MeanMetric`` weight given as a number is a host sync on a GPU. Here a step costs a handful of tensor operations on the batch's device; the totals
-    go into the metric objects once per epoch (`flush`), where a host sync does no harm.
+    ``MeanMetric`` weight given as a number is a host sync on a GPU. Here a step costs a handful of tensor
+    operations on the batch's device; the totals go into the metric objects once per epoch (`flush`), where a
+    host sync does no harm.
     """
 
     def __init__(self) -> None:
