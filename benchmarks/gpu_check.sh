@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: what digitlab does on CUDA GPUs, in one run of under 8 minutes on one GPU, ending in one table.
+# The GPU check: what digitlab does on CUDA GPUs, in one run sized for 8 minutes on one GPU, ending in one table.
 #
 #   1. the test suite's GPU tests (`pytest -m gpu`: data on the device, bf16-mixed, torch.compile, DDP over
 #      every GPU with exact image counts when there are 2 or more);

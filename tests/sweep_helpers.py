@@ -73,7 +73,7 @@ class Worker:
     def __init__(self, args: list[str], cwd: Path, label: str) -> None:
         cwd.mkdir(parents=True, exist_ok=True)
         self.out, self.err = cwd / f"{label}.out", cwd / f"{label}.err"
-        # One thread each, as README advises for several workers on one machine's cores.
+        # One thread each, as docs/sweeps.md advises for several workers on one machine's cores.
         env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1", "OMP_NUM_THREADS": "1"}
         env.pop("DIGITLAB_DATA_DIR", None)
         with open(self.out, "w") as out, open(self.err, "w") as err:

@@ -1,5 +1,5 @@
 """`digitlab export`: every registered model as ONNX and TorchScript, checked against its checkpoint; files that
-run without digitlab (README's snippets, run as written); never an overwrite, never a failed file left behind;
+run without digitlab (the manual's snippets, run as written); never an overwrite, never a failed file left behind;
 and checkpoints that cannot make digitlab import anything."""
 
 from __future__ import annotations
@@ -206,10 +206,9 @@ def test_a_bad_checkpoint_is_one_clear_error(case, trained, tmp_path, digitlab_m
 
 
 def readme_snippets() -> list[str]:
-    """The Python blocks of README's section on exported models."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Using a trained model: export and serve", 1)[1].split("\n## ", 1)[0]
-    return [block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "digit.png" in block]
+    """The Python blocks of the manual's page on exported models (docs/export-and-serve.md)."""
+    text = (REPO / "docs" / "export-and-serve.md").read_text()
+    return [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "digit.png" in block]
 
 
 BLOCK_DIGITLAB = "import sys; sys.modules['digitlab'] = None  # `import digitlab` fails from here on\n"

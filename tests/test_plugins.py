@@ -360,7 +360,7 @@ def test_init_arguments_follow_kwargs_up_to_digit_model():
 
 
 class Picky(DigitModel):
-    """Rejects a size below 1 as README's "Adding a model" says; a size of -1 stands for a bug."""
+    """Rejects a size below 1 as docs/adding-a-model.md says; a size of -1 stands for a bug."""
 
     def __init__(self, size: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)

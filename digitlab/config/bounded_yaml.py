@@ -1,8 +1,8 @@
 """Bounds on the YAML of configs and command-line values, checked before jsonargparse loads it.
 
-YAML aliases (``*name``) repeat an anchored part (``&name``) without copying it, so 434 bytes of nested
-aliases (a "billion laughs") stand for billions of values: jsonargparse then expanded them to 2.6 GB and
-quoted them in an 80 MB error message. Aliases are allowed (a config may reuse a part, and PyYAML writes
+YAML aliases (``*name``) repeat an anchored part (``&name``) without copying it, so a few hundred bytes of
+nested aliases (a "billion laughs") stand for billions of values, which jsonargparse would expand in memory
+and quote in its error message. Aliases are allowed (a config may reuse a part, and PyYAML writes
 shared parts of a saved config as aliases), but not a document that expands beyond `MAX_VALUES` values,
 refers to itself, or nests deeper than `MAX_DEPTH`. Counting works on the composed node graph, where an
 alias is the anchored node itself: it costs one visit per distinct node, whatever the expansion.

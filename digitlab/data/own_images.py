@@ -35,8 +35,8 @@ STROKE = 0.3  # the digit's box holds the pixels above this level (isolated nois
 EDGE, FAINT = 0.05, 0.15  # ... grown by their faint edges (above FAINT), up to EDGE × the box's size around it
 MIN_CONTRAST = 0.05  # a picture whose ink stands out less than this from its background holds no digit
 MIN_SIDE = 4  # pixels: on a narrower picture the background (`_background`) cannot be told from the ink
-# Larger pictures are refused before they are decoded. A 12 MP phone photo (4032×3024) fits; preparing a picture
-# at the limit takes about 0.3 GB and 1.5 s; a 13000×13000 PNG of 218 KB took 3.4 GB (Pillow allows 179 MP).
+# Larger pictures are refused before they are decoded. A 12 MP phone photo (4032×3024) fits; a small, highly
+# compressed PNG far above the limit would decode to gigabytes (Pillow's own limit is 179 MP).
 MAX_PIXELS = 4096 * 4096
 
 Sources = Union[str, Path, Sequence[Union[str, Path]]]

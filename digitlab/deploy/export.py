@@ -26,8 +26,8 @@ SAMPLE_BATCH = 2  # the example batch the export traces; not 1, which exporters 
 CHECK_BATCH = 512  # the check runs batches of this size and a smaller last one: the batch size is free
 # Largest logit difference allowed, relative to the largest logit (at least 1). Each runtime sums a logit's
 # hundreds to thousands of float32 products in its own order and with its own fused kernels, which moves the
-# result by a few units of float32 rounding (2**-24 ≈ 6e-8) per term at most: about 1e-6 of the logits' scale
-# in practice. 1e-4 leaves a hundredfold margin for that and still catches any real fault (a missing layer, a
+# result by a few units of float32 rounding (2**-24 ≈ 6e-8) per term at most, far below 1e-4 of the logits'
+# scale. 1e-4 leaves a wide margin for that and still catches any real fault (a missing layer, a
 # wrong weight or normalisation moves logits by whole units).
 RELATIVE_TOLERANCE = 1e-4
 

@@ -14,9 +14,10 @@ class RunningTotals:
     """Correct predictions, summed loss and number of real images of the training steps since the last flush.
 
     `torchmetrics` objects are what digitlab logs and syncs across processes, but their ``update`` costs
-    about 100 µs on a CPU, a tenth of the whole MLP step, and a ``MeanMetric`` weight given as a number is
-    a host sync on a GPU. Here a step costs a handful of tensor operations on the batch's device; the totals
-    go into the metric objects once per epoch (`flush`), where a host sync does no harm.
+    far more than a few tensor operations on a CPU, a sizeable share of the whole MLP step, and a
+    ``MeanMetric`` weight given as a number is a host sync on a GPU. Here a step costs a handful of tensor
+    operations on the batch's device; the totals go into the metric objects once per epoch (`flush`), where a
+    host sync does no harm.
     """
 
     def __init__(self) -> None:

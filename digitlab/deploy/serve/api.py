@@ -54,7 +54,7 @@ class DigitAPI(litserve.LitAPI):
 
 class WaitingBatchedLoop(BatchedLoop):
     """LitServe's batched loop, except that while no request is waiting it waits for one, instead of asking the
-    queue every millisecond (which, idle, keeps about a quarter of a core busy). A batch then gathers, by
+    queue every millisecond (which keeps part of a core busy while idle). A batch then gathers, by
     LitServe's own code, what arrives within `batch_timeout` counted from its first request."""
 
     def get_batch_requests(self, lit_api: litserve.LitAPI, request_queue: Any, transport: Any) -> tuple[list, list]:

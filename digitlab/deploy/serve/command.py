@@ -27,11 +27,11 @@ def serve_command(args: list[str]) -> None:
     options = _parser().parse_args(args)
     _check_options(options)
     # One torch thread in this process and in LitServe's HTTP server, which is forked from it and prepares the
-    # pictures: preparing one is many small operations, for which OpenMP's threads cost far more than they bring
-    # (15 ms on one thread, 200 ms on two, for a photo, on a busy 2-core machine); requests run in parallel
-    # threads instead. It also keeps the fork safe: a child forked after OpenMP's thread pool has started hangs
-    # in its first parallel operation (GNU libgomp is not fork-safe). The model runs in LitServe's inference
-    # worker, a process of its own (`DigitAPI.setup`).
+    # pictures: preparing one is many small operations, for which OpenMP's threads cost far more than they bring,
+    # above all on a machine whose cores are busy; requests run in parallel threads instead. It also keeps the
+    # fork safe: a child forked after OpenMP's thread pool has started hangs in its first parallel operation
+    # (GNU libgomp is not fork-safe). The model runs in LitServe's inference worker, a process of its own
+    # (`DigitAPI.setup`).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,8 +1,8 @@
 """How the pictures look: digit grids (torchvision's `make_grid`) and labelled pictures drawn with Pillow, as CHW.
 
-Pillow, not matplotlib: a confusion matrix drawn with matplotlib took 0.11 s (its layout engine and a hundred
-text artists), after every validation epoch; Pillow draws the same cells, counts and labels in a few
-milliseconds. Both imports happen when a picture is drawn: `digitlab --help` imports this module, draws nothing.
+Pillow, not matplotlib: matplotlib's layout engine and a hundred text artists make a confusion matrix slow to
+draw after every validation epoch; Pillow draws the same cells, counts and labels in a fraction of that time.
+Both imports happen when a picture is drawn: `digitlab --help` imports this module, draws nothing.
 """
 
 from __future__ import annotations

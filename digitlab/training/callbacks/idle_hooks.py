@@ -19,8 +19,8 @@ def skip_idle_batch_hooks(callbacks: Iterable[Callback]) -> None:
     """Set each per-batch hook that a callback inherits unchanged from `Callback` (a no-op) to None.
 
     Lightning calls every hook of every callback, five times per training step, each call with a profiler
-    context and a formatted action name (about 5 µs; ModelCheckpoint's name twice that): with ten callbacks,
-    a quarter of the MLP's whole step. Lightning skips a hook that is not callable (`_call_callback_hooks`
+    context and a formatted action name: with ten callbacks, a sizeable share of a small model's step
+    (docs/performance.md). Lightning skips a hook that is not callable (`_call_callback_hooks`
     checks `callable(fn)`), so a no-op set to None is simply not called; behaviour is unchanged.
     """
     for callback in callbacks:
