@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from digitlab.config.bounded_yaml import ConfigTooLarge, check_size
+from digitlab.training.compat import parser_actions
 
 MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _CLASS_PROBLEM = re.compile(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
@@ -23,7 +24,7 @@ _UNKNOWN_KEY = (
 def known_keys(parser) -> list[str]:
     """Every dotted option a (sub)command parser accepts, e.g. ``trainer.max_epochs``, ``data.batch_size``."""
     keys = []
-    for action in parser._actions:  # jsonargparse keeps nested options as dotted destinations
+    for action in parser_actions(parser):
         if action.dest not in ("help", "config", "print_config") and not action.dest.startswith("=="):
             keys.append(action.dest)
     return keys

@@ -9,7 +9,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO
 
 import torch
 
@@ -95,9 +95,9 @@ def _read_header(stream: BinaryIO, path: Path, spec: IdxSpec) -> bytes:
     return magic + dimensions
 
 
-def _read_at_most(stream: BinaryIO, limit: int, md5: Optional[hashlib._Hash] = None) -> bytearray:
+def _read_at_most(stream: BinaryIO, limit: int, md5: Any = None) -> bytearray:
     """Up to `limit` bytes of `stream`, read in chunks (a header may announce far more than the file holds),
-    each added to `md5` when given.
+    each added to `md5` (a `hashlib.md5()` object) when given.
 
     The chunks are hashed in a second thread while the next one is read: zlib and hashlib both release the
     GIL, so on two cores verifying the 47 MB of training images costs nearly no time beyond decompressing them.

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from digitlab.batch import PAD_LABEL, Batch
 from digitlab.errors import UserError
 from digitlab.models.running_totals import RunningTotals
+from digitlab.training.compat import is_compiled
 
 
 RUN_STATE_KEY = "digitlab_run_state"  # in checkpoints: the best val/acc so far and the epoch's training totals
@@ -83,12 +84,18 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         Every process must still run backward on it, or DDP's gradient all-reduce would wait forever. Only
         DDP runs are padded, so a single process skips the check and its host sync.
         """
-        if self._trainer is not None and self._trainer.world_size > 1 and bool((targets == PAD_LABEL).all()):
+        if self._world_size() > 1 and bool((targets == PAD_LABEL).all()):
             return logits.sum() * 0.0
         return self.loss(logits, targets)
 
+    def _world_size(self) -> int:
+        try:
+            return self.trainer.world_size
+        except RuntimeError:  # not attached to a trainer
+            return 1
+
     def configure_model(self) -> None:
-        if self.hparams.get("compile") and self._compiled_call_impl is None:
+        if self.hparams.get("compile") and not is_compiled(self):
             self.compile()  # nn.Module.compile: in place, so the state_dict keys keep their names
 
     def configure_optimizers(self) -> Any:

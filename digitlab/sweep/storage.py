@@ -8,16 +8,19 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeatThread, get_heartbeat_thread
 from optuna.trial import TrialState
 
 from digitlab.errors import UserError
 from digitlab.sweep.sweep_file import SweepFile
+from digitlab.training.compat import start_heartbeat
+
+if TYPE_CHECKING:
+    from digitlab.training.compat import TrialHeartbeat
 
 CONNECT_TIMEOUT_S = 5
 IDENTITY_ATTR = "digitlab_sweep"  # the study's user attribute holding its search space (SweepFile.identity)
@@ -147,7 +150,7 @@ WAIT = "wait"  # no trial to claim now, but some run elsewhere and may fail: ask
 @dataclass
 class Claim:
     trial: optuna.Trial
-    heartbeat: BaseHeartbeatThread  # started; join it once the trial is told
+    heartbeat: TrialHeartbeat  # started; join it once the trial is told
     storage: RDBStorage
 
 
@@ -167,8 +170,8 @@ def claim_trial(study: optuna.Study, storage: RDBStorage, total: int) -> Union[C
         counted = study.get_trials(deepcopy=False, states=COUNTED)
         if len(counted) < total or any(t.state == TrialState.WAITING for t in counted):
             trial = study.ask()  # pops a WAITING trial first
-            storage.record_heartbeat(trial._trial_id)
-            heartbeat = get_heartbeat_thread(trial._trial_id, storage)
-            heartbeat.start()
-            return Claim(trial, heartbeat, storage)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(study.study_name), trial.number)
+            storage.record_heartbeat(trial_id)
+            return Claim(trial, start_heartbeat(trial_id, storage), storage)
         return WAIT if any(t.state == TrialState.RUNNING for t in counted) else None

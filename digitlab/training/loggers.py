@@ -5,11 +5,11 @@ from __future__ import annotations
 from argparse import Namespace
 from typing import Any, Optional, Union
 
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.runs.layout import TENSORBOARD_CLASS_PATHS, writes_run_folder
+from digitlab.training.compat import flatten_hparams, sanitize_hparams, summary_file_writer
 
 # The metrics TensorBoard's HParams tab shows for each run: `hp_metric` (best val/acc while fitting, then
 # test/acc), and the two it follows.
@@ -51,7 +51,7 @@ class RunLogger(TensorBoardLogger):
     def log_hyperparams(
         self, params: Union[dict[str, Any], Namespace], metrics: Optional[dict[str, Any]] = None, step: Optional[int] = None
     ) -> None:
-        params = {k: v for k, v in _convert_params(params).items() if k != "_instantiator"}
+        params = {k: v for k, v in as_dict(params).items() if k != "_instantiator"}
         if self.model_name:
             params = {"model": self.model_name, **params}
         params.update(self.extra_hparams)
@@ -62,12 +62,19 @@ class RunLogger(TensorBoardLogger):
             return None
         from torch.utils.tensorboard.summary import hparams
 
-        flat = self._sanitize_params(_flatten_dict(params))
-        writer = self.experiment._get_file_writer()
+        flat = sanitize_hparams(flatten_hparams(params))
+        writer = summary_file_writer(self.experiment)
         for summary in hparams(flat, dict.fromkeys(self.hparams_metrics, 0.0)):  # names only: no value is logged
             writer.add_summary(summary)
         self._hparams_written = True
         return None
+
+
+def as_dict(params: Union[dict[str, Any], Namespace, None]) -> dict[str, Any]:
+    """Hyperparameters as Lightning hands them to a logger (a dict, a Namespace or None), as a dict."""
+    if isinstance(params, Namespace):
+        return vars(params)
+    return {} if params is None else params
 
 
 def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional[str],

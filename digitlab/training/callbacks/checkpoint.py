@@ -7,10 +7,11 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
-from torch import Tensor
+
+from digitlab.training.compat import LastCheckpointOnDemand
 
 
-class ModelCheckpoint(LightningModelCheckpoint):
+class ModelCheckpoint(LastCheckpointOnDemand, LightningModelCheckpoint):
     """Lightning's `ModelCheckpoint` with three differences; every argument is Lightning's.
 
     - ``save_last: true`` writes ``last.ckpt`` at the end of every training epoch, after validation, so it
@@ -23,28 +24,16 @@ class ModelCheckpoint(LightningModelCheckpoint):
     - With ``fast_dev_run``, nothing is written (Lightning still wrote ``last.ckpt`` when training ended).
     """
 
-    _defer_last = False  # set while Lightning's own hooks run: they would write last.ckpt too early
-
-    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        if not self._defer_last:
-            super()._save_last_checkpoint(trainer, monitor_candidates)
-
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The epoch is not over yet: last.ckpt is written once, in `on_train_epoch_end`, which comes after.
-        self._defer_last = True
-        try:
+        with self.last_held_back():
             super().on_validation_end(trainer, pl_module)
-        finally:
-            self._defer_last = False
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._defer_last = True
-        try:
+        with self.last_held_back():  # Lightning's own rule would write last.ckpt only with a top-k checkpoint
             super().on_train_epoch_end(trainer, pl_module)
-        finally:
-            self._defer_last = False
         if self.save_last and not (trainer.fast_dev_run or trainer.sanity_checking):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self.save_last_now(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.fast_dev_run:

@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab.errors import Stopped
+from digitlab.training.compat import request_stop_after_batch
 
 VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 
@@ -34,6 +35,7 @@ class SaveOnInterrupt(Callback):
         self.signal_name: Optional[str] = None
         self.saved: Optional[Path] = None
         self._previous_handler: Any = None
+        self._saving_mid_validation = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.signal_name, self.saved = None, None
@@ -45,7 +47,7 @@ class SaveOnInterrupt(Callback):
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
             self.signal_name = "Ctrl-C (SIGINT)"
-            trainer._signal_connector.received_sigterm = True  # what Lightning's own SIGTERM handler sets
+            request_stop_after_batch(trainer)
 
         self._previous_handler = signal.signal(signal.SIGINT, stop_after_this_batch)
 
@@ -63,12 +65,16 @@ class SaveOnInterrupt(Callback):
                 or checkpoint_callback.dirpath is None):
             return
         path = Path(checkpoint_callback.dirpath) / f"{checkpoint_callback.CHECKPOINT_NAME_LAST}.ckpt"
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        if trainer.state.stage == RunningStage.VALIDATING:
-            _validation_not_started(checkpoint)
-        trainer.strategy.save_checkpoint(checkpoint, path)
-        trainer.strategy.barrier("digitlab_save_on_interrupt")
+        self._saving_mid_validation = trainer.state.stage == RunningStage.VALIDATING
+        try:
+            trainer.save_checkpoint(path, weights_only=False)
+        finally:
+            self._saving_mid_validation = False
         self.saved = path
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._saving_mid_validation:  # only the checkpoint of the stop, not ModelCheckpoint's own
+            _validation_not_started(checkpoint)
 
 
 def _validation_not_started(checkpoint: dict[str, Any]) -> None:
