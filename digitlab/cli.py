@@ -4,7 +4,6 @@ and user errors printed as one paragraph. `digitlab --help` and `report` need no
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import inspect
 import sys
@@ -14,6 +13,7 @@ from typing import Optional
 
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
 from digitlab.models.arguments import init_arguments
+from digitlab.utils.text import closest, did_you_mean
 
 
 def format_argument(parameter: inspect.Parameter) -> str:
@@ -127,8 +127,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             return
         command = SUBCOMMANDS.get(args[0])
         if command is None:
-            close = difflib.get_close_matches(args[0], list(SUBCOMMANDS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(closest(args[0], SUBCOMMANDS))
             raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
                             f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
         module_name, _, function_name = command.target.partition(":")
