@@ -13,6 +13,7 @@ from typing import Optional
 
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
 from digitlab.models.arguments import init_arguments
+from digitlab.utils.tables import aligned_lines
 from digitlab.utils.text import closest, did_you_mean
 
 
@@ -33,15 +34,11 @@ def print_models(verbose: bool = False) -> None:
     from digitlab.models.registry import model_entries
 
     entries = model_entries()
-    header = ("name", "class path", "source")
-    widths = [max(map(len, column)) for column in zip(header, *((e.name, e.class_path, e.source) for e in entries))]
-
-    def row(name: str, path: str, source: str, description: str) -> str:
-        return "  ".join(f"{cell:<{width}}" for cell, width in zip((name, path, source), widths)) + f"  {description}"
-
-    print(row(*header, "description"))
-    for entry in entries:
-        print(row(entry.name, entry.class_path, entry.source, entry.description))
+    header, *lines = aligned_lines(("name", "class path", "source", "description"),
+                                   [(e.name, e.class_path, e.source, e.description) for e in entries])
+    print(header)
+    for entry, line in zip(entries, lines):
+        print(line)
         if verbose:
             for parameter in init_arguments(entry.cls):
                 print(f"    {format_argument(parameter)}")

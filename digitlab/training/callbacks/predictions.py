@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from digitlab.errors import PredictionsNotWritten, UserError
+from digitlab.utils.tables import aligned_lines
 
 MNIST_ROWS = 10  # rows printed for the MNIST test set when `max_rows` is not given
 
@@ -98,13 +99,7 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         return []
     header = list(rows[0])
     cells = [[str(row[key]) for key in header] for row in rows]
-    widths = [max(len(text) for text in column) for column in zip(header, *cells)]
-    left = [key == "file" for key in header]
-
-    def line(texts: list[str]) -> str:
-        return "  ".join(t.ljust(w) if lft else t.rjust(w) for t, w, lft in zip(texts, widths, left)).rstrip()
-
-    return [line(header), *map(line, cells)]
+    return aligned_lines(header, cells, right=[key != "file" for key in header])
 
 
 def check_destination(path: Path) -> None:
