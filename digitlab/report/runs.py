@@ -38,6 +38,7 @@ import yaml
 from digitlab.config.bounded_yaml import check_size
 from digitlab.errors import SkippedFileWarning, UserError
 from digitlab.runs.layout import EVALUATION_FOLDER
+from digitlab.utils.atomic import atomic_write
 
 EVENTS = "events.out.tfevents.*"
 METRICS_CSV = "metrics.csv"  # Lightning's CSVLogger
@@ -355,12 +356,10 @@ def plot_val_acc(runs: list[Run], path: Path) -> None:
     image_format = check_plot_path(path)
     figure = val_acc_figure(runs, path)
     try:
-        with path.open("xb") as stream:  # "x": never replace a file, even one that appeared since the check
-            figure.savefig(stream, format=image_format)
+        atomic_write(path, lambda stream: figure.savefig(stream, format=image_format), overwrite=False)
     except FileExistsError:
         raise UserError(f"--plot {path} appeared while the report ran; digitlab never overwrites a file.") from None
     except (OSError, RuntimeError) as error:  # a full disk; .pgf without LaTeX
-        path.unlink(missing_ok=True)
         raise UserError(f"--plot {path} could not be written: {error}") from None
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import yaml
 
 from digitlab.errors import UserError
+from digitlab.utils.atomic import atomic_write_text
 
 MARKER = "sweep.yaml"
 STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
@@ -26,10 +27,7 @@ def is_sweep_folder(path: Path) -> bool:
 
 def write_marker(folder: Path, content: dict[str, Any]) -> None:
     """`sweep.yaml`: the sweep's name, storage (no password) and command, for the report and for people."""
-    from digitlab.sweep.results import replacing
-
-    with replacing(folder / MARKER) as temporary:
-        temporary.write_text(yaml.safe_dump(content, sort_keys=False, width=1000))
+    atomic_write_text(folder / MARKER, yaml.safe_dump(content, sort_keys=False, width=1000), overwrite=True)
 
 
 def sweep_report(folder: Path, style: str) -> str:
