@@ -97,8 +97,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.lightning_cli:run", True),
     "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.lightning_cli:run", True),
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
+    # The report's command with the sweep's folders added: the sweep extends the report, not the reverse.
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
-                         "digitlab.report.runs:report_command"),
+                         "digitlab.sweep.report:report_command"),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
                          "digitlab.deploy.export:export_command"),
     "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command"),
