@@ -4,7 +4,6 @@ and user errors printed as one paragraph. `digitlab --help` and `report` need no
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import inspect
 import sys
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
+from digitlab.utils.tables import aligned_lines
+from digitlab.utils.text import closest, did_you_mean
 
 
 def format_argument(parameter: inspect.Parameter) -> str:
@@ -33,15 +34,11 @@ def print_models(verbose: bool = False) -> None:
     from digitlab.models.registry import model_entries
 
     entries = model_entries()
-    header = ("name", "class path", "source")
-    widths = [max(map(len, column)) for column in zip(header, *((e.name, e.class_path, e.source) for e in entries))]
-
-    def row(name: str, path: str, source: str, description: str) -> str:
-        return "  ".join(f"{cell:<{width}}" for cell, width in zip((name, path, source), widths)) + f"  {description}"
-
-    print(row(*header, "description"))
-    for entry in entries:
-        print(row(entry.name, entry.class_path, entry.source, entry.description))
+    header, *lines = aligned_lines(("name", "class path", "source", "description"),
+                                   [(e.name, e.class_path, e.source, e.description) for e in entries])
+    print(header)
+    for entry, line in zip(entries, lines):
+        print(line)
         if verbose:
             for parameter in init_arguments(entry.cls):
                 print(f"    {format_argument(parameter)}")
@@ -100,8 +97,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.run:main", True),
     "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.run:main", True),
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
+    # The report's command with the sweep's folders added: the sweep extends the report, not the reverse.
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
-                         "digitlab.report.runs:report_command"),
+                         "digitlab.sweep.report:report_command"),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
                          "digitlab.deploy.export:export_command"),
     "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command"),
@@ -127,8 +125,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             return
         command = SUBCOMMANDS.get(args[0])
         if command is None:
-            close = difflib.get_close_matches(args[0], list(SUBCOMMANDS), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(closest(args[0], SUBCOMMANDS))
             raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
                             f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
         module_name, _, function_name = command.target.partition(":")

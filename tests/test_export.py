@@ -22,7 +22,7 @@ from digitlab.models import registry
 from digitlab.data.files import MNIST_FILES
 from digitlab.data.idx import read_idx
 from digitlab.errors import UserError
-from digitlab.deploy.export import _link, default_output
+from digitlab.deploy.export import default_output, new_file
 from digitlab.deploy.loading import load_model, model_input
 from digitlab.models import DigitModel
 from digitlab.models.registry import ModelEntry
@@ -112,12 +112,13 @@ def test_an_existing_file_is_never_overwritten(trained, data_dir, tmp_path, digi
 
 
 def test_a_name_taken_while_exporting_is_not_replaced(tmp_path):
-    checked, target = tmp_path / "checked.tmp", tmp_path / "model.onnx"
-    checked.write_bytes(b"exported")
-    target.write_bytes(b"written meanwhile by another process")
+    target = tmp_path / "model.onnx"
     with pytest.raises(UserError, match="already exists"):
-        _link(checked, target)
+        with new_file(target) as checked:
+            checked.write_bytes(b"exported")
+            target.write_bytes(b"written meanwhile by another process")
     assert target.read_bytes() == b"written meanwhile by another process"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
 class BatchDependent(DigitModel):

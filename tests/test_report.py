@@ -17,7 +17,10 @@ from digitlab.errors import SkippedFileWarning
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
 from digitlab.models.mlp import ScratchMLP
-from digitlab.report.runs import load_runs, report_command, sort_runs, val_acc_figure
+from digitlab.report.command import report_command
+from digitlab.report.plot import val_acc_figure
+from digitlab.report.reading import load_runs
+from digitlab.report.table import sort_runs
 from tensorboard_events import scalars
 
 MODELS = {"centroid": NearestCentroid, "mlp": ScratchMLP, "lenet5": LeNet5}

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import assert_user_error, run_digitlab
-from digitlab.report.runs import report_command
+from digitlab.sweep.report import report_command
 from sweep_helpers import (
     Worker,
     fit_args,

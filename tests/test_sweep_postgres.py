@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.report.runs import report_command
+from digitlab.sweep.report import report_command
 from digitlab.sweep.storage import storage_url
 from sweep_helpers import Worker, fit_args, load_study, running_trial_of, states, wait_until, write_noisy_mnist, \
     write_sweep_file

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Iterable
 
 from digitlab.config.bounded_yaml import ConfigTooLarge, check_size
 from digitlab.training.compat import parser_actions
+from digitlab.utils.text import closest, did_you_mean
 
 MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _CLASS_PROBLEM = re.compile(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
@@ -28,16 +27,6 @@ def known_keys(parser) -> list[str]:
         if action.dest not in ("help", "config", "print_config") and not action.dest.startswith("=="):
             keys.append(action.dest)
     return keys
-
-
-def closest(key: str, candidates: Iterable[str]) -> str | None:
-    candidates = list(candidates)
-    matches = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    if not matches:  # a typo in the last part: compare within the same section
-        section, _, leaf = key.rpartition(".")
-        leaves = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == section}
-        matches = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
-    return matches[0] if matches else None
 
 
 def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str | None, args: list[str]) -> str:
@@ -61,9 +50,7 @@ def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str |
     for pattern in _UNKNOWN_KEY:
         found = pattern.search(parts[0])
         if found:
-            suggestion = closest(found.group(1), known_keys(parser))
-            if suggestion:
-                parts.append(f"Did you mean '{suggestion}'?")
+            parts[0] += did_you_mean(closest(found.group(1), known_keys(parser)))
             break
     command = f"digitlab {subcommand}" if subcommand else "digitlab"
     parts.append(f"Run `{command} --help` for the options (`--print_config` shows a full config).")

@@ -124,7 +124,8 @@ def download_mnist(data_dir: Path, specs: list[IdxSpec]) -> None:
                 created += _make_folders(raw_dir)
                 try:
                     with downloaded.open("rb") as source:
-                        atomic_write(raw_dir / filename, lambda target: shutil.copyfileobj(source, target))
+                        atomic_write(raw_dir / filename, lambda target: shutil.copyfileobj(source, target),
+                                     overwrite=True)
                 except OSError as error:  # a full disk, no permission
                     raise DataError(f"Could not write the downloaded {raw_dir / filename}: "
                                     f"{error.strerror or error}. Free some space (or fix the folder's permissions) "

@@ -12,7 +12,6 @@ this module (through `MNISTDataModule`), and only `digitlab predict` reads pictu
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from digitlab.errors import UserError
+from digitlab.utils.text import natural_key
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -70,7 +70,7 @@ def find_image_files(sources: Sources) -> list[Path]:
         path = Path(source)
         if path.is_dir():
             entries = (p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            files.extend(sorted(entries, key=_natural_key))
+            files.extend(sorted(entries, key=lambda entry: natural_key(entry.name)))
         elif path.exists():
             files.append(path)
         else:
@@ -237,7 +237,3 @@ def _background(grey: torch.Tensor) -> torch.Tensor:
     eroded = -F.max_pool2d(-small, window, stride=1, padding=window // 2)
     opened = F.max_pool2d(eroded, window, stride=1, padding=window // 2)
     return resize(opened, [height, width])[0, 0]
-
-
-def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]

@@ -1,8 +1,8 @@
 """`digitlab export`: a checkpoint as an ONNX or TorchScript file that runs without digitlab, verified on MNIST.
 
 The file takes what a model's `forward` takes, float images ``[N, 1, 28, 28]`` in [0, 1] (any N), and returns
-``[N, 10]`` logits. It is written under a temporary name beside the target, run on the official 10,000 test
-images against the checkpoint, and only then linked to its name: a failed check leaves no file, and an existing
+``[N, 10]`` logits. It is written by `atomic_output` (never overwriting), run on the official 10,000 test
+images against the checkpoint, and only then given its name: a failed check leaves no file, and an existing
 file (even one created meanwhile by another process) is never replaced.
 """
 
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
-import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
 from digitlab.errors import UserError
 from digitlab.deploy.loading import TrainedModel, load_model, model_input
+from digitlab.utils.atomic import atomic_output
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SAMPLE_BATCH = 2  # the example batch the export traces; not 1, which exporters may treat as a fixed size
@@ -64,9 +64,7 @@ def export_command(args: list[str]) -> None:
     _refuse_existing(target)
     data_dir = check_data_dir(options.data_dir, trained)
     images, labels = _test_set(data_dir, options.download, options.verify)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _new_file_beside(target)
-    try:
+    with new_file(target) as temporary:
         write = write_onnx if options.format == "onnx" else write_torchscript
         write(trained.model, temporary)
         run = run_onnx(temporary) if options.format == "onnx" else run_torchscript(temporary)
@@ -75,9 +73,6 @@ def export_command(args: list[str]) -> None:
             raise ExportCheckFailed(f"The exported {options.format} model does not compute what {trained.path} "
                                     f"computes on the test images of {data_dir}: {report}. Nothing was written. "
                                     "This is a bug in the export of this model: please report it.")
-        _link(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
     print(f"Wrote {target} ({options.format}, {trained.name} from {trained.path}).")
     print(f"Checked on the {len(labels):,} test images of {data_dir}: {report}.")
 
@@ -169,34 +164,24 @@ def compare(model: torch.nn.Module, run: Runner, images: torch.Tensor, labels: t
 
 
 def _refuse_existing(target: Path) -> None:
-    if target.exists():
-        raise UserError(f"{target} already exists and digitlab never overwrites a file. Choose another name with "
-                        "--output, or move the file away.")
+    if os.path.lexists(target):
+        raise UserError(_exists(target))
 
 
-def _new_file_beside(target: Path) -> Path:
-    """A new, empty, hidden file in `target`'s folder, with the permissions a new file gets (unlike mkstemp's 0600)."""
-    while True:
-        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return path
-        except FileExistsError:
-            continue
-
-
-def _link(temporary: Path, target: Path) -> None:
-    """Give the checked file its name, unless that name exists by now (another process may have written it)."""
+@contextmanager
+def new_file(target: Path) -> Iterator[Path]:
+    """A temporary file to write and check, named `target` at the end of the block unless that name exists by
+    then (another process may have written it)."""
     try:
-        os.link(temporary, target)  # atomic, and fails if the name exists
+        with atomic_output(target, overwrite=False) as temporary:
+            yield temporary
     except FileExistsError:
-        _refuse_existing(target)
-    except OSError:  # a file system without hard links: exclusive creation, then a copy
-        try:
-            with open(target, "xb") as out, open(temporary, "rb") as source:
-                shutil.copyfileobj(source, out)
-        except FileExistsError:
-            _refuse_existing(target)
+        raise UserError(_exists(target)) from None
+
+
+def _exists(target: Path) -> str:
+    return (f"{target} already exists and digitlab never overwrites a file. Choose another name with --output, or "
+            "move the file away.")
 
 
 def _boolean(text: str) -> bool:

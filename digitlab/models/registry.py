@@ -7,7 +7,6 @@ entry-point group ``digitlab.models`` of installed distributions. Names are case
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 import inspect
@@ -21,6 +20,7 @@ from typing import Callable, Iterator, TypeVar
 
 from digitlab.errors import DuplicateModelError, PluginWarning, UnknownModelError
 from digitlab.models.base import DigitModel
+from digitlab.utils.text import closest, did_you_mean
 
 ENTRY_POINT_GROUP = "digitlab.models"
 DISABLE_PLUGINS_ENV = "DIGITLAB_DISABLE_PLUGINS"
@@ -111,8 +111,7 @@ def get_model_entry(name: str) -> ModelEntry:
     for entry in _registry.values():
         if entry.cls.__name__.lower() == key:
             return entry
-    close = difflib.get_close_matches(key, list(_registry), n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(closest(key, _registry, cutoff=0.5))
     raise UnknownModelError(
         f"Unknown model '{name}'.{hint} Known models: {', '.join(sorted(_registry))}. "
         "Run `digitlab models` to see them with descriptions, or give a full class path "

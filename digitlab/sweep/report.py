@@ -1,20 +1,26 @@
 """`digitlab report lightning_logs/sweeps/NAME`: a sweep's trials (number, state, objective, parameters), best
 first, read from its study. The sweep folder's `sweep.yaml` says where the study is; nothing is written.
 
+The sweep extends the report (`digitlab.report`) with its folders (`SWEEP_FOLDERS`): `report_command` is
+`digitlab report`, knowing sweep folders.
+
 A PostgreSQL study's URL is kept there without its password: the report connects with libpq's usual
 sources for it (the PGPASSWORD environment variable, ~/.pgpass).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
 from digitlab.errors import UserError
+from digitlab.report.columns import cell, duration
+from digitlab.report.command import FolderKind
+from digitlab.report.command import report_command as report_runs
+from digitlab.utils.atomic import atomic_write_text
+from digitlab.utils.tables import csv_text, format_table
 
 MARKER = "sweep.yaml"
 STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
@@ -26,10 +32,7 @@ def is_sweep_folder(path: Path) -> bool:
 
 def write_marker(folder: Path, content: dict[str, Any]) -> None:
     """`sweep.yaml`: the sweep's name, storage (no password) and command, for the report and for people."""
-    from digitlab.sweep.results import replacing
-
-    with replacing(folder / MARKER) as temporary:
-        temporary.write_text(yaml.safe_dump(content, sort_keys=False, width=1000))
+    atomic_write_text(folder / MARKER, yaml.safe_dump(content, sort_keys=False, width=1000), overwrite=True)
 
 
 def sweep_report(folder: Path, style: str) -> str:
@@ -38,9 +41,16 @@ def sweep_report(folder: Path, style: str) -> str:
     return format_trials(study, folder, style)
 
 
-def format_trials(study: Any, folder: Path, style: str) -> str:
-    from digitlab.report.runs import _duration
+SWEEP_FOLDERS = FolderKind("a sweep's folder (lightning_logs/sweeps/NAME: its trials, best first)",
+                           is_sweep_folder, sweep_report)
 
+
+def report_command(args: list[str]) -> None:
+    """`digitlab report`, which also reports sweep folders."""
+    report_runs(args, [SWEEP_FOLDERS])
+
+
+def format_trials(study: Any, folder: Path, style: str) -> str:
     identity = study.user_attrs.get("digitlab_sweep", {})
     objective = identity.get("objective", "value")
     maximize = study.direction.name == "MAXIMIZE"
@@ -64,24 +74,14 @@ def format_trials(study: Any, folder: Path, style: str) -> str:
         rows.append([trial.number, trial.state.name, objective_value(trial), *(trial.params.get(k) for k in keys),
                      trial.user_attrs.get("validations"), seconds, _run(trial, folder)])
     if style == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        headers = ["trial", "state", objective, *keys, "validations", "wall_time_s", "run"]
-        writer.writerows([headers, *([("" if cell is None else cell) for cell in row] for row in rows)])
-        return buffer.getvalue()
-    formats = [str, str, "{:.4f}".format, *([_value] * len(keys)), str, _duration, str]
+        return csv_text(["trial", "state", objective, *keys, "validations", "wall_time_s", "run"], rows)
+    formats = [str, str, "{:.4f}".format, *([_value] * len(keys)), str, duration, str]
     headers = ["trial", "state", objective, *short_names(keys), "validations", "wall time", "run"]
-    cells = [["—" if cell is None else fmt(cell) for cell, fmt in zip(row, formats)] for row in rows]
+    cells = [[cell(value, shown) for value, shown in zip(row, formats)] for row in rows]
     numeric = [all(row[i] is None or isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows)
                for i in range(len(headers))]
     title = f"Sweep {study.study_name}: {len(trials)} trials, best {objective} first\n"
-    if style == "markdown":
-        rule = ["---:" if is_number else "---" for is_number in numeric]
-        return title + "\n" + "".join(f"| {' | '.join(row)} |\n" for row in [headers, rule, *cells])
-    widths = [max(len(row[i]) for row in [headers, *cells]) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric)).rstrip()
-             for row in [headers, *cells]]
-    return title + "\n".join(lines) + "\n"
+    return title + ("\n" if style == "markdown" else "") + format_table(headers, cells, numeric, style)
 
 
 def short_names(keys: list[str]) -> list[str]:

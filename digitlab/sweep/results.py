@@ -1,22 +1,21 @@
 """What a sweep leaves in its folder after each run of the command: the best trial's config as `best.yaml`,
 and Optuna's pictures of the optimisation history and of the parameters' importance.
 
-Each file is written to a temporary name in the same folder, then renamed over the sweep's own earlier one:
-a reader never sees half a file, and nothing but the sweep's own outputs is replaced.
+Each file is written by `atomic_write`, over the sweep's own earlier one: a reader never sees half a file, and
+nothing but the sweep's own outputs is replaced.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
+
+from digitlab.utils.atomic import atomic_write, atomic_write_text
 
 BEST = "best.yaml"
 HISTORY = "history.png"
@@ -31,8 +30,7 @@ def write_results(study: optuna.Study, folder: Path, objective: str, test_after_
         lines.append(f"{BEST}: not written, no trial has completed yet")
     else:
         path = folder / BEST
-        with replacing(path) as temporary:
-            temporary.write_text(best_config(best, study.study_name, objective, test_after_fit))
+        atomic_write_text(path, best_config(best, study.study_name, objective, test_after_fit), overwrite=True)
         lines.append(f"{path}: trial {best.number}'s config; replay it with `digitlab fit --config {path}`")
     lines += _plots(study, folder)
     return lines
@@ -76,25 +74,10 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
             except (ValueError, RuntimeError) as error:  # e.g. importance when no parameter varied
                 lines.append(f"{name}: not drawn ({error})")
                 continue
-        with replacing(path) as temporary:
-            axes.figure.set_size_inches(8, 5)
-            axes.figure.savefig(temporary, dpi=120, bbox_inches="tight", format="png")
-        pyplot.close(axes.figure)
+        figure = axes.figure
+        figure.set_size_inches(8, 5)
+        atomic_write(path, lambda stream: figure.savefig(stream, dpi=120, bbox_inches="tight", format="png"),
+                     overwrite=True)
+        pyplot.close(figure)
         lines.append(f"{path}")
     return lines
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path`, renamed to `path` once the block has written it."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        umask = os.umask(0)
-        os.umask(umask)
-        temporary.chmod(0o666 & ~umask)  # as an ordinary new file, not mkstemp's private 0600
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

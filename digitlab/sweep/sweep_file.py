@@ -38,7 +38,7 @@ from optuna.distributions import (
 )
 
 from digitlab.errors import UserError
-from digitlab.config.parse_errors import closest
+from digitlab.utils.text import closest, did_you_mean
 
 DEFAULT_OBJECTIVE = "val/acc"
 DIRECTIONS = ("maximize", "minimize")
@@ -177,8 +177,7 @@ def _distribution(key: str, spec: Any, where: str) -> BaseDistribution:
                         f"{{type: int, low: 32, high: 256, step: 32}} or {{type: categorical, choices: [a, b]}}.")
     kind = spec.get("type")
     if kind not in PARAMETER_KEYS:
-        guess = closest(str(kind), PARAMETER_KEYS) if kind is not None else None
-        hint = f" Did you mean '{guess}'?" if guess else ""
+        hint = did_you_mean(closest(str(kind), PARAMETER_KEYS) if kind is not None else None)
         raise UserError(f"{here} has type {kind!r}: it must be float, int or categorical.{hint}")
     _refuse_unknown(spec, PARAMETER_KEYS[kind], f"{here}:", f"a setting of a {kind} distribution")
     if kind == "categorical":
@@ -236,8 +235,7 @@ def _component(spec: Any, known: dict[str, Any], what: str, where: str) -> tuple
     arguments = dict(spec) if isinstance(spec, dict) else {"type": spec}
     name = arguments.pop("type", None)
     if name not in known:
-        guess = closest(str(name), known) if name is not None else None
-        hint = f" Did you mean '{guess}'?" if guess else ""
+        hint = did_you_mean(closest(str(name), known) if name is not None else None)
         raise UserError(f"{where} the {what} {name!r} is not one digitlab knows: use one of "
                         f"{', '.join(known)}.{hint}")
     _check_arguments(known[name], arguments, what, where)
@@ -261,6 +259,5 @@ def _try_to_build(make: Any, what: str, where: str) -> None:
 def _refuse_unknown(mapping: dict, allowed: tuple[str, ...], where: str, what: str) -> None:
     for key in mapping:
         if key not in allowed:
-            guess = closest(str(key), allowed)
-            hint = f" Did you mean '{guess}'?" if guess else ""
+            hint = did_you_mean(closest(str(key), allowed))
             raise UserError(f"{where} {key!r} is not {what}.{hint} Those are: {', '.join(allowed)}.")

@@ -27,7 +27,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or fsspec.utils.get_protocol(str(path)) != "file":
             return super().save_checkpoint(checkpoint, path, storage_options)
         try:
-            atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream))
+            atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream), overwrite=True)
         except (OSError, RuntimeError) as error:  # torch reports a failed write (a full disk) as a RuntimeError
             cause = next((e for e in _chain(error) if isinstance(e, OSError)), error)
             reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)

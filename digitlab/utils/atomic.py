@@ -1,36 +1,89 @@
-"""`atomic_write`: a file is either its previous complete content or its new complete content, never a part."""
+"""The one way digitlab writes a file: a name holds either its previous complete content or its new complete
+content, never a part, and a file that must stay new (``overwrite=False``) never replaces anything.
+
+The file is written under a hidden temporary name beside the target, flushed to disk (fsync), then given its
+name: renamed over the target (``overwrite=True``), or linked to a name that must not exist yet
+(``overwrite=False``: `FileExistsError` if it does, even when it appeared while the file was being written).
+On any failure (a full disk, a failed check, a kill) the target keeps its previous content and the temporary
+file is removed (after a SIGKILL it stays, hidden, beside the target).
+
+Symbolic links: a link at the target's name is never followed. It is a name like any other: replaced by the
+new file with ``overwrite=True``, refused with ``overwrite=False``; the file it points to is never written.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, Callable, Iterator
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(stream)`` into a new temporary file beside `path`, make it durable, then rename it over
-    `path`; on any failure (a full disk, a kill) `path` keeps its previous content and the temporary file is
-    removed (after a SIGKILL it stays, hidden, beside the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's file is private (0600); a checkpoint is not
-        with os.fdopen(descriptor, "wb") as stream:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, overwrite: bool) -> None:
+    """Call ``write(stream)`` on a binary stream, then give what it wrote the name `path` (see the module)."""
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        with temporary.open("wb") as stream:
             write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)  # the rename itself survives a power cut
+
+
+def atomic_write_text(path: Path, text: str, *, overwrite: bool) -> None:
+    """`text`, as UTF-8, at `path` (see the module)."""
+    atomic_write(path, lambda stream: stream.write(text.encode()), overwrite=overwrite)
+
+
+@contextmanager
+def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
+    """A new, empty temporary file beside `path` for the block to write (by name: for writers that take a path
+    rather than a stream) and check; when the block ends without an error, it becomes `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)
+    try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's file is private (0600); an output is not
+        os.close(descriptor)
+        yield temporary
+        _fsync_file(temporary)
+        if overwrite:
+            os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
+        else:
+            _link_new(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_folder(path.parent)  # the new name itself survives a power cut
+
+
+def _link_new(temporary: Path, path: Path) -> None:
+    """Give `temporary`'s content the name `path`, which must not exist (a link to anything included)."""
+    try:
+        os.link(temporary, path)  # atomic, and fails if the name exists
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+    except OSError:  # a filesystem without hard links: exclusive creation, then a copy
+        with open(path, "xb") as target, open(temporary, "rb") as source:
+            try:
+                shutil.copyfileobj(source, target)
+                target.flush()
+                os.fsync(target.fileno())
+            except BaseException:
+                path.unlink(missing_ok=True)  # ours: the exclusive creation made it
+                raise
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -13,8 +12,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from digitlab.errors import PredictionsNotWritten, UserError
+from digitlab.utils.atomic import atomic_write_text
+from digitlab.utils.tables import aligned_lines, csv_text
 
 MNIST_ROWS = 10  # rows printed for the MNIST test set when `max_rows` is not given
+CSV_FILE_LINE_END = "\r\n"  # a CSV file's, as RFC 4180 and Python's csv module write them
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -98,13 +100,7 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         return []
     header = list(rows[0])
     cells = [[str(row[key]) for key in header] for row in rows]
-    widths = [max(len(text) for text in column) for column in zip(header, *cells)]
-    left = [key == "file" for key in header]
-
-    def line(texts: list[str]) -> str:
-        return "  ".join(t.ljust(w) if lft else t.rjust(w) for t, w, lft in zip(texts, widths, left)).rstrip()
-
-    return [line(header), *map(line, cells)]
+    return aligned_lines(header, cells, right=[key != "file" for key in header])
 
 
 def check_destination(path: Path) -> None:
@@ -126,21 +122,13 @@ def check_destination(path: Path) -> None:
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write `rows` to a new file at `path`, never replacing one (not even one that appeared during the run).
 
-    A file that cannot be completed (a full disk, a folder whose permissions changed) is removed, not left
-    half written.
+    A file that cannot be completed (a full disk, a folder whose permissions changed) is not left half written.
     """
-    created = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("x", newline="") as stream:
-            created = True
-            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        table = csv_text(list(rows[0]), [list(row.values()) for row in rows], line_end=CSV_FILE_LINE_END)
+        atomic_write_text(path, table, overwrite=False)
     except OSError as error:
-        if created:
-            path.unlink(missing_ok=True)
-        if isinstance(error, FileExistsError) and not created and os.path.lexists(path):
+        if isinstance(error, FileExistsError) and os.path.lexists(path):
             why = "a file of that name appeared during the run, and digitlab never overwrites a file"
         else:
             why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")

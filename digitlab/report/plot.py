@@ -1,0 +1,65 @@
+"""``digitlab report --plot FILE``: the training runs' validation accuracy against epoch, as a new image file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from digitlab.errors import UserError
+from digitlab.report.run import Run
+from digitlab.utils.atomic import atomic_write
+
+
+def check_plot_path(path: Path) -> str:
+    """The image format of `path` (its extension); a UserError if no new image can be written there."""
+    if path.is_dir():
+        raise UserError(f"--plot {path} is a folder; give an image file name, such as {path / 'val_acc.png'}.")
+    if os.path.lexists(path):
+        raise UserError(f"--plot {path} already exists and digitlab never overwrites a file. Choose another name "
+                        "or move the file away.")
+    if not path.parent.is_dir():
+        raise UserError(f"--plot {path}: the folder {path.parent} does not exist.")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = path.suffix[1:].lower()
+    if extension not in formats:
+        what = f"'.{extension}' is not an image format matplotlib writes" if extension else "the name has no extension"
+        raise UserError(f"--plot {path}: {what}. End the name with one of "
+                        f"{', '.join('.' + name for name in formats)}, such as val_acc.png.")
+    return extension
+
+
+def plot_val_acc(runs: list[Run], path: Path) -> None:
+    """`val_acc_figure` of the runs, saved as a new image file."""
+    image_format = check_plot_path(path)
+    figure = val_acc_figure(runs, path)
+    try:
+        atomic_write(path, lambda stream: figure.savefig(stream, format=image_format), overwrite=False)
+    except FileExistsError:
+        raise UserError(f"--plot {path} appeared while the report ran; digitlab never overwrites a file.") from None
+    except (OSError, RuntimeError) as error:  # a full disk; .pgf without LaTeX
+        raise UserError(f"--plot {path} could not be written: {error}") from None
+
+
+def val_acc_figure(runs: list[Run], path: Path) -> Any:
+    """Validation accuracy against epoch, one line per training run with validation (an evaluation is not one:
+    a validate would be a lone dot), as a matplotlib Figure for the image file `path`."""
+    curves = [run for run in runs if run.val_acc_curve and run.kind == "fit"]
+    if not curves:
+        raise UserError(f"No training run logged val/acc, so {path} was not written (runs with "
+                        "`data.val_split: 0` have no validation).")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(8, 5), dpi=120, layout="constrained")
+    axes = figure.add_subplot()
+    for run in curves:
+        epochs, values = zip(*run.val_acc_curve)
+        axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=f"{run.version} ({run.model})")
+    axes.set(xlabel="epoch", ylabel="val/acc", title="Validation accuracy")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
