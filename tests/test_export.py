@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,16 @@ def test_the_centroid_exports_with_no_difference_on_the_real_test_set(tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Checked on the 10,000 test images of {MNIST_DIR}: 0 differing predictions" in result.stdout
     assert "accuracy 0.8203" in result.stdout  # the seed's nearest-class-mean figure, through onnxruntime
+
+
+def test_last_looks_under_the_given_root_dir_as_every_command_does(trained, data_dir, tmp_path, digitlab_main):
+    """`--ckpt_path last --trainer.default_root_dir DIR`: the newest DIR/lightning_logs/version_*/checkpoints/last.ckpt."""
+    run = tmp_path / "runs" / "lightning_logs" / "version_4" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(trained["mlp"], run / "last.ckpt")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = digitlab_main("export", "--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path / "runs"),
+                           "--format", "torchscript", "--data.data_dir", str(data_dir), *SYNTHETIC_CHECK, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in work.iterdir()] == ["mlp-version_4-last.pt"]

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from digitlab.errors import UserError
-from digitlab.deploy.loading import TrainedModel, load_model, model_input
+from digitlab.deploy.loading import TrainedModel, add_checkpoint_arguments, load_model, model_input
 from digitlab.utils.atomic import atomic_output
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -45,8 +45,7 @@ def export_command(args: list[str]) -> None:
         description="Write a checkpoint's model as an ONNX or TorchScript file that runs without digitlab, and "
         "check it against the checkpoint on the official 10,000 MNIST test images.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, or `last` (the newest "
-                        "lightning_logs/version_N/checkpoints/last.ckpt)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="default: onnx")
     parser.add_argument("--output", help="the file to write (never overwritten). Default: in the current folder, "
                         "MODEL-RUN-CHECKPOINT.onnx (or .pt), e.g. lenet5-version_0-last.onnx")
@@ -59,7 +58,7 @@ def export_command(args: list[str]) -> None:
                         help="check the test files against the official MNIST's MD5 (default: true)")
     options = parser.parse_args(args)
 
-    trained = load_model(options.ckpt_path)
+    trained = load_model(options.ckpt_path, options.default_root_dir)
     target = Path(options.output) if options.output else default_output(trained, options.format)
     _refuse_existing(target)
     data_dir = check_data_dir(options.data_dir, trained)

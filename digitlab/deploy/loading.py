@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -32,13 +32,22 @@ class TrainedModel:
     data_hyperparameters: dict[str, Any] = field(default_factory=dict)  # the data module's, when training
 
 
-def load_model(ckpt_path: str) -> TrainedModel:
-    """The model of a checkpoint (a path, or ``last``: the newest ``lightning_logs/version_*/checkpoints/last.ckpt``).
+def add_checkpoint_arguments(parser: Any) -> None:
+    """``--ckpt_path`` and the folder ``last`` looks in, as `digitlab fit|validate|test|predict` take them."""
+    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, or `last` (the newest "
+                        "lightning_logs/version_N/checkpoints/last.ckpt)")
+    parser.add_argument("--trainer.default_root_dir", dest="default_root_dir", metavar="DIR",
+                        help="where `--ckpt_path last` looks: DIR/lightning_logs (default: the current folder)")
+
+
+def load_model(ckpt_path: str, default_root_dir: Optional[str] = None) -> TrainedModel:
+    """The model of a checkpoint (a path, or ``last``: the newest ``lightning_logs/version_*/checkpoints/last.ckpt``
+    under `default_root_dir`, as for every other command).
 
     A missing file, a file that is not a digitlab checkpoint, or a model that is not registered here is a
     `UserError` naming the file and the fix.
     """
-    path = Path(checkpoints.resolve(ckpt_path, {}))
+    path = Path(checkpoints.resolve(ckpt_path, {"default_root_dir": default_root_dir}))
     checkpoint = checkpoints.load(str(path), weights_only=True, opt_out=False)
     hyperparameters = dict(checkpoint.get("hyper_parameters") or {})
     entry = _registered_entry(path, hyperparameters.get("_class_path"))

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from digitlab.errors import UserError
-from digitlab.deploy.loading import load_model
+from digitlab.deploy.loading import add_checkpoint_arguments, load_model
 from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
@@ -35,7 +35,8 @@ def serve_command(args: list[str]) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trained = load_model(options.ckpt_path)  # a bad checkpoint is refused here, before anything starts
+        # A bad checkpoint is refused here, before anything starts.
+        trained = load_model(options.ckpt_path, options.default_root_dir)
     except BaseException:
         torch.set_num_threads(threads)  # nothing started: the process is left as it was
         raise
@@ -149,8 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         'JSON {"image": 28x28 numbers in [0, 1]}) and answers {"digit": d, "probabilities": [10 numbers]}; '
         "GET / is a page to draw a digit on; GET /health says ok once the model is loaded.",
     )
-    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, or `last` (the newest "
-                        "lightning_logs/version_N/checkpoints/last.ckpt)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default: this machine only), 0.0.0.0 or ::")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     parser.add_argument("--max_batch_size", type=int, default=32,
