@@ -7,7 +7,6 @@ import ast
 import importlib
 import importlib.metadata
 import inspect
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +22,6 @@ COMPAT_SHOWN = COMPAT_FILE.relative_to(REPO).as_posix()
 PRIVATE_TOUCHES_TOOL = REPO.parent / "shared" / "tools" / "private_touches.py"
 
 # Touches in modules that the one-run-path rewrite replaces, overrides included; they go with that rewrite.
-AWAITING_THE_RUN_PATH_REWRITE = {
-    "digitlab/training/lightning_cli.py": {"_parse_ckpt_path", "_set_seed", "_run_subcommand",
-                                           "_prepare_subcommand_parser", "_subcommand_parsers"},
-    "digitlab/sweep/trial.py": {"_default_hp_metric"},
-}
 
 
 MISSING = object()
@@ -107,13 +101,7 @@ def test_every_listed_private_name_is_used():
 def test_no_private_name_of_another_package_is_touched_outside_compat():
     result = subprocess.run([sys.executable, str(PRIVATE_TOUCHES_TOOL), "digitlab"], cwd=REPO,
                             capture_output=True, text=True, check=True)
-    touches = result.stdout.splitlines()[:-1]  # the last line is their count
-    outside = [touch for touch in touches if not awaiting_the_rewrite(touch)]
+    outside = [line for line in result.stdout.splitlines()[:-1] if line.strip()]  # the last line is their count
     if outside:
         pytest.fail(f"Private names of other packages outside {COMPAT_SHOWN} (move each there):\n"
                     + "\n".join(outside), pytrace=False)
-
-
-def awaiting_the_rewrite(touch: str) -> bool:
-    path, _, what = touch.partition(":")
-    return any(name in AWAITING_THE_RUN_PATH_REWRITE.get(path, ()) for name in re.findall(r"\b_\w+", what))

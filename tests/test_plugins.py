@@ -17,7 +17,8 @@ import yaml
 
 from conftest import REPO, assert_user_error, run_digitlab
 from digitlab.models import registry
-from digitlab.cli import format_argument, init_arguments, main
+from digitlab.cli import format_argument, main
+from digitlab.models.arguments import init_arguments
 from digitlab.errors import DuplicateModelError, PluginWarning, UserError
 from digitlab.models import DigitModel
 from digitlab.models.lenet import LeNet5
