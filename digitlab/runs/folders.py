@@ -69,6 +69,8 @@ def release_if_empty(folder: Optional[Path]) -> None:
     for empty in (folder, folder.parent):  # the run's folder, then the runs' folder if this run made it
         try:
             empty.rmdir()  # refuses a folder that holds anything: never removes a file
+        except FileNotFoundError:  # already discarded (`discard_unstarted`)
+            continue
         except OSError:
             return
 

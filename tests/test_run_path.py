@@ -1,0 +1,78 @@
+"""The one run path in Python, as docs/training-and-runs.md shows it: `parse_run`, `build_run`, `Run.execute`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch import Callback
+
+from conftest import SMALL_RUN, write_mnist_like
+from digitlab.errors import UserError
+from digitlab.training.run import build_run, parse_run
+from tensorboard_events import scalars
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_mnist_like(tmp_path_factory.mktemp("data"), train=120, test=40)
+
+
+def args(data: Path, root: Path, *more: str) -> list[str]:
+    return ["--model", "mlp", "--data.data_dir", str(data), *SMALL_RUN, "--seed_everything", "0",
+            "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1", "--pictures", "false", *more]
+
+
+def test_parse_build_execute_is_a_fit(data, tmp_path, capsys):
+    run = build_run(parse_run("fit", args(data, tmp_path)))
+    assert run.folder == tmp_path / "lightning_logs" / "version_0"  # claimed when built
+    assert type(run.model).__name__ == "ScratchMLP" and run.trainer.max_epochs == 1
+    run.execute()
+    assert (run.folder / "checkpoints" / "last.ckpt").is_file()
+    assert yaml.safe_load((run.folder / "config.yaml").read_text())["model"]["class_path"] == "digitlab.models.mlp.ScratchMLP"
+    assert "Test accuracy:" in capsys.readouterr().out
+
+
+def test_a_caller_adds_callbacks_hyperparameters_and_its_own_folder(data, tmp_path):
+    seen = []
+
+    class Witness(Callback):
+        def on_fit_end(self, trainer, pl_module) -> None:
+            seen.append(trainer.current_epoch)
+
+    folder = tmp_path / "mine" / "trial_7"
+    folder.mkdir(parents=True)
+    run = build_run(parse_run("fit", args(data, tmp_path, "--test_after_fit", "false")), callbacks=[Witness()],
+                    folder=folder, extra_hparams={"sweep": "s", "sweep_trial": 7}, extra_metrics=("sweep/pruned",))
+    run.execute()
+    assert seen == [1]
+    hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+    assert hparams["model"] == "mlp" and hparams["sweep"] == "s" and hparams["sweep_trial"] == 7
+    assert "Witness" not in (folder / "config.yaml").read_text()  # the caller's callbacks stay out of the config
+    assert -1 not in scalars(folder).get("hp_metric", [])
+    assert not (tmp_path / "lightning_logs").exists()  # no other folder was claimed
+
+
+def test_an_evaluation_is_logged_inside_the_run_it_evaluates(data, tmp_path):
+    fit = build_run(parse_run("fit", args(data, tmp_path, "--test_after_fit", "false")))
+    fit.execute()
+    checkpoint = fit.folder / "checkpoints" / "last.ckpt"
+    test = build_run(parse_run("test", ["--ckpt_path", str(checkpoint), *args(data, tmp_path)]))
+    assert test.folder == fit.folder / "test_0" and test.method_kwargs["ckpt_path"] == str(checkpoint)
+    test.execute()
+    assert scalars(test.folder)["test/acc"]
+
+
+def test_a_run_refused_while_it_is_built_leaves_no_folder(data, tmp_path):
+    parsed = parse_run("fit", args(data, tmp_path, "--trainer.devices", "64", "--trainer.accelerator", "cpu"))
+    with pytest.raises(UserError, match="would start 64 processes"):
+        build_run(parsed)
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_fast_dev_run_claims_no_folder(data, tmp_path):
+    run = build_run(parse_run("fit", args(data, tmp_path, "--trainer.fast_dev_run", "true")))
+    assert run.folder is None
+    run.execute()
+    assert list(tmp_path.iterdir()) == []
