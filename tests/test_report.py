@@ -120,13 +120,13 @@ def report_csv(digitlab_main, logs: Path, *args: str):
 @pytest.mark.parametrize(
     "content, why",
     [
-        (b"model: [lenet5\ndata: {batch_size: 3\n", "not a readable config (while parsing"),
-        (b"model: !!python/object/apply:os.system [echo hacked]\n", "not a readable config (could not determine"),
+        (b"model: [lenet5\ndata: {batch_size: 3\n", "not a readable config (it is not valid YAML (line 2, column 5): while parsing"),
+        (b"model: !!python/object/apply:os.system [echo hacked]\n", "not a readable config (it is not valid YAML (line 1, column 8): could not determine"),
         (b"- model\n- data\n", "the config is ['model', 'data'], not a mapping of settings"),
         (b"model: 3\n", "its model section is 3, not a mapping of settings"),
         (b"model: digitlab.models.lenet.LeNet5\ndata: [1]\n", "its data section is [1], not a mapping of settings"),
         (b"model:\n  init_args:\n    lr: fast\n", "its lr is not a number: 'fast'"),
-        (gzip.compress(b"model: lenet5\n"), "not text"),
+        (gzip.compress(b"model: lenet5\n"), "not a readable config (it is not UTF-8 text (byte 0x8b"),
     ],
     ids=["not YAML", "python tag", "a list", "model: 3", "data: [1]", "lr: fast", "binary"],
 )

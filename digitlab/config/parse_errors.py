@@ -6,7 +6,7 @@ import re
 from argparse import ArgumentError
 from pathlib import Path
 
-from digitlab.config.bounded_yaml import ConfigTooLarge, check_size
+from digitlab.config.bounded_yaml import MAX_BYTES, UnreadableYaml, load_yaml_file
 from digitlab.training.compat import parser_actions
 from digitlab.utils.text import closest, did_you_mean
 
@@ -72,7 +72,10 @@ def _config_files(args: list[str]) -> list[str]:
 def _name_the_file_that_is_not_text(error: UnicodeDecodeError, args: list[str]) -> str:
     for value in _config_files(args):
         try:
-            Path(value).read_text()
+            with open(value, "rb") as stream:
+                stream.read(MAX_BYTES).decode("utf-8")
+        except OSError:
+            continue
         except UnicodeDecodeError as undecodable:
             where = f"byte 0x{undecodable.object[undecodable.start]:02x} at offset {undecodable.start}"
             return (f"The config file {value} is not {undecodable.encoding.upper()} text ({where}): is it the "
@@ -82,32 +85,21 @@ def _name_the_file_that_is_not_text(error: UnicodeDecodeError, args: list[str]) 
 
 def _name_the_empty_file(args: list[str]) -> str | None:
     """jsonargparse says "Unexpected config:" for a config file that sets nothing: say which file."""
-    import yaml
-
     for value in _config_files(args):
         try:
-            if yaml.safe_load(Path(value).read_text()) is None:
+            if load_yaml_file(Path(value), "config file") is None:
                 return (f"The config file {value} is empty (or holds only comments): it sets nothing. Start from "
                         "one of configs/*.yaml, which set model:, data: and trainer:.")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except UnreadableYaml:
             continue
     return None
 
 
 def _name_the_broken_file(args: list[str]) -> str | None:
     """jsonargparse reports a YAML syntax error without the file's name: find the file and say so."""
-    import yaml
-
     for value in _config_files(args):
         try:
-            text = Path(value).read_text()
-            check_size(text)
-            yaml.safe_load(text)
-        except ConfigTooLarge as error:
-            return f"The config file {value} {error}."
-        except yaml.YAMLError as error:
-            where = getattr(error, "problem_mark", None)
-            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            return f"The config file {value} is not valid YAML{line}: {problem}."
+            load_yaml_file(Path(value), "config file")
+        except UnreadableYaml as error:
+            return str(error)
     return None

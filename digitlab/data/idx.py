@@ -51,6 +51,7 @@ def read_idx(path: Path, spec: IdxSpec, *, verify: bool = True) -> torch.Tensor:
                     f"{path} holds shape {shape}, but the official {spec.name} holds {spec.shape}. "
                     f"{_REPLACE_HINT} To use other data in the IDX format, set `data.verify: false`."
                 )
+            _check_bounds(path, shape, spec)
             md5 = hashlib.md5(header) if verify and spec.md5 is not None else None
             payload = _read_at_most(stream, math.prod(shape) + 1, md5)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
@@ -93,6 +94,18 @@ def _read_header(stream: BinaryIO, path: Path, spec: IdxSpec) -> bytes:
     if len(dimensions) < 4 * len(spec.shape):
         raise DataError(f"{path} ends inside its IDX header. {_REPLACE_HINT}")
     return magic + dimensions
+
+
+def _check_bounds(path: Path, shape: tuple[int, ...], spec: IdxSpec) -> None:
+    """Other data (``verify: false``) must still hold pictures of MNIST's size and no more items than MNIST:
+    a header is checked before a byte of its payload is read, so a lying one cannot make memory grow."""
+    if shape[1:] != spec.shape[1:] or shape[0] > spec.shape[0]:
+        size = "x".join(map(str, spec.shape[1:]))
+        pictures = f" of {size} pixels" if size else ""
+        raise DataError(
+            f"{path} announces shape {shape}: digitlab reads at most {spec.shape[0]:,} items{pictures}, as in "
+            f"the official {spec.name}. Is it the right file? {_REPLACE_HINT}"
+        )
 
 
 def _read_at_most(stream: BinaryIO, limit: int, md5: Any = None) -> bytearray:

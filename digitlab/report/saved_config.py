@@ -6,9 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from digitlab.config.bounded_yaml import check_size
+from digitlab.config.bounded_yaml import UnreadableYaml, load_yaml_file
 from digitlab.errors import SkippedFileWarning
 from digitlab.report.run import Run
 
@@ -19,15 +17,11 @@ def read_config(path: Path, run: Run) -> Optional[str]:
     if not path.is_file():
         return None
     try:
-        text = path.read_text()
-        check_size(text)  # an alias bomb would expand when a value is quoted below
-        config = yaml.safe_load(text)
+        config = load_yaml_file(path, "run config")
         run.model, run.lr, run.batch_size = _config_columns(config)
-    except UnicodeDecodeError:
-        _warn_config(path, "not text")
-    except yaml.YAMLError as error:
-        _warn_config(path, f"not a readable config ({str(error).splitlines()[0]})")
-    except (OSError, ValueError) as error:
+    except UnreadableYaml as error:
+        _warn_config(path, f"not a readable config (it {error.reason})")
+    except ValueError as error:
         _warn_config(path, str(error))
     else:
         ckpt_path = config.get("ckpt_path") if isinstance(config, dict) else None

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from digitlab.config.bounded_yaml import load_yaml_file
 from digitlab.errors import UserError
 from digitlab.report.columns import cell, duration
 from digitlab.report.command import FolderKind
@@ -110,7 +111,7 @@ def _value(value: Any) -> str:
 
 
 def _load_study(folder: Path) -> Any:
-    marker = yaml.safe_load((folder / MARKER).read_text())
+    marker = load_yaml_file(folder / MARKER, "sweep marker")
     if not isinstance(marker, dict) or "name" not in marker or "storage" not in marker:
         raise UserError(f"{folder / MARKER} does not say which study this sweep is (name, storage). It is written "
                         "by `digitlab sweep`; run the sweep command again to rewrite it.")

@@ -15,6 +15,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from digitlab.config.bounded_yaml import load_yaml_text
 from digitlab.utils.atomic import atomic_write, atomic_write_text
 
 BEST = "best.yaml"
@@ -45,7 +46,7 @@ def best_trial(study: optuna.Study) -> Optional[FrozenTrial]:
 
 def best_config(trial: FrozenTrial, sweep: str, objective: str, test_after_fit: bool) -> str:
     """The trial's own config.yaml, testing after the fit as the user's config says (trials skip the test)."""
-    config = yaml.safe_load(trial.user_attrs["config"])
+    config = load_yaml_text(trial.user_attrs["config"], f"The stored config of trial {trial.number} of sweep {sweep}")
     config["test_after_fit"] = test_after_fit
     header = (f"# Trial {trial.number} of sweep {sweep}: the best, with {objective} {trial.value} "
               f"({trial.user_attrs.get('validations', '?')} validations).\n"

@@ -37,6 +37,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
+from digitlab.config.bounded_yaml import load_yaml_file, quoted
 from digitlab.errors import UserError
 from digitlab.utils.text import closest, did_you_mean
 
@@ -48,6 +49,7 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
 DEFAULT_SEED = 42
 FILE_KEYS = ("space", "objective", "direction", "trials", "max_epochs", "sampler", "pruner", "heartbeat_interval",
              "grace_period")
+MAX_CHOICES = 1000  # every choice is tried in a run config before the sweep starts
 PARAMETER_KEYS = {"float": ("type", "low", "high", "step", "log"), "int": ("type", "low", "high", "step", "log"),
                   "categorical": ("type", "choices")}
 
@@ -121,11 +123,7 @@ def load_sweep_file(path: Path) -> SweepFile:
     if not path.is_file():
         raise UserError(f"The sweep file {path} does not exist. Give a YAML file with a `space:` section, for "
                         "example --sweep configs/sweeps/lenet5.yaml.")
-    try:
-        content = get_loader("yaml")(path.read_text())  # jsonargparse's YAML: 1e-4 is a number, as in configs
-    except Exception as error:  # YAML syntax, or not text
-        detail = " ".join(str(error).split())[:300]
-        raise UserError(f"The sweep file {path} is not valid YAML: {detail}") from None
+    content = load_yaml_file(path, "sweep file", get_loader("yaml"))  # jsonargparse's YAML: 1e-4 is a number
     if not isinstance(content, dict):
         raise UserError(f"The sweep file {path} must be a mapping with a `space:` section (see "
                         "configs/sweeps/lenet5.yaml).")
@@ -208,11 +206,15 @@ def _distribution(key: str, spec: Any, where: str) -> BaseDistribution:
 def _categorical(choices: Any, here: str) -> CategoricalDistribution:
     if not isinstance(choices, list) or not choices:
         raise UserError(f"{here}: choices must be a non-empty list, such as [64, 128, 256].")
+    if len(choices) > MAX_CHOICES:
+        raise UserError(f"{here} lists {len(choices):,} choices, more than the {MAX_CHOICES:,} a sweep tries: every "
+                        "choice is checked against the run config before the first trial. Search a range instead "
+                        "({type: int, low: ..., high: ...}), or list fewer choices.")
     for choice in choices:
         if choice is not None and not isinstance(choice, (bool, int, float, str)):
-            raise UserError(f"{here}: the choice {choice!r} is not a number, string, true/false or null.")
+            raise UserError(f"{here}: the choice {quoted(repr(choice))} is not a number, string, true/false or null.")
     if len({json.dumps(choice) for choice in choices}) < len(choices):
-        raise UserError(f"{here}: choices {choices} repeat a value.")
+        raise UserError(f"{here}: choices {quoted(repr(choices))} repeat a value.")
     return CategoricalDistribution(choices)
 
 

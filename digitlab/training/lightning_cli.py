@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.config.model_names import YAML_MODE, register_yaml_loader, rewrite_model_args
+from digitlab.config.named_files import check_named_files
 from digitlab.config.parse_errors import explain
 from digitlab.data import MNISTDataModule
 from digitlab.errors import UserError
@@ -108,6 +109,7 @@ class DigitLabCLI(LightningCLI):
         """`args` parsed and checked as `digitlab SUBCOMMAND args` would be, by this parser (a sweep parses
         many trials' arguments with one parser)."""
         args = with_run_config(self.run_subcommand, rewrite_model_args(args))
+        check_named_files(args)
         try:
             config = self.parser.parse_args(args)
         except (ArgumentError, UnicodeDecodeError) as error:  # the latter: a config file that is not text
