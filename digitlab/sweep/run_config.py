@@ -15,10 +15,10 @@ from typing import Any, Optional
 from jsonargparse import Namespace
 
 from digitlab.errors import UserError
-from digitlab.config.parse_errors import closest
 from digitlab.sweep.sweep_file import SweepFile, candidate_values
 from digitlab.runs.layout import sweeps_root
 from digitlab.training.run import ParsedRun, parse_run
+from digitlab.utils.text import closest, did_you_mean
 
 # Settings that run several processes per trial. Lightning's DDP launcher starts the extra processes by
 # running the command line again, which for a sweep would start more sweep workers, not ranks of one trial.
@@ -61,8 +61,7 @@ def load_run_config(user_args: list[str], sweep: SweepFile) -> RunConfig:
     keys = list(config.keys())
     for key in sweep.space:
         if key not in keys:
-            guess = closest(key, keys)
-            hint = f" Did you mean '{guess}'?" if guess else ""
+            hint = did_you_mean(closest(key, keys))
             raise UserError(f"In the sweep file {sweep.path}, {key} is not a key of the run config.{hint} Search "
                             "keys are the config's own dotted keys, as `digitlab fit ... --print_config` shows them "
                             "(for example model.init_args.optimizer.init_args.lr, data.batch_size).")
