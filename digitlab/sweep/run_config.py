@@ -15,8 +15,8 @@ from typing import Any, Optional
 from jsonargparse import Namespace
 
 from digitlab.errors import UserError
-from digitlab.sweep.sweep_file import SweepFile, candidate_values
 from digitlab.runs.layout import sweeps_root
+from digitlab.sweep.sweep_file import SweepFile, candidate_values
 from digitlab.training.run import ParsedRun, parse_run
 from digitlab.utils.text import closest, did_you_mean
 
