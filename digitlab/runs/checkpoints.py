@@ -89,8 +89,9 @@ def hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], key: str = "hype
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+        kind = "keyed by other things than names" if isinstance(value, dict) else f"a {type(value).__name__}"
         raise UserError(
-            f"--ckpt_path {ckpt_path}: its {key} is a {type(value).__name__}, not a mapping of names to values, so "
+            f"--ckpt_path {ckpt_path}: its {key} is {kind}, not a mapping of names to values, so "
             "it was not written by `digitlab fit` or was altered since. Use a checkpoint from a run's checkpoints/ "
             "folder."
         )
