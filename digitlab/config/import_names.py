@@ -17,6 +17,7 @@ A config the user names with ``--config`` is their own code and is not checked h
 
 from __future__ import annotations
 
+import collections.abc
 import importlib.util
 import inspect
 import re
@@ -170,8 +171,11 @@ def _code_arguments(cls: Optional[type]) -> set[str]:
         try:
             hints = typing.get_type_hints(klass.__init__)
         except Exception:  # annotations naming what their module did not import: read them as text
-            hints = {name: parameter.annotation for name, parameter in
-                     inspect.signature(klass.__init__).parameters.items() if parameter.annotation is not parameter.empty}
+            try:
+                parameters = inspect.signature(klass.__init__).parameters.values()
+            except (TypeError, ValueError):  # a built-in's __init__: no arguments of its own to read
+                continue
+            hints = {p.name: p.annotation for p in parameters if p.annotation is not p.empty}
         names.update(name for name, hint in hints.items() if name != "return" and not _plain(hint))
     return names
 
@@ -185,13 +189,9 @@ def _plain(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return True
-    if origin in (typing.Union, types.UnionType, list, tuple, dict, set, frozenset) or \
-            origin in (getattr(typing, "Sequence", None), getattr(typing, "Mapping", None)):
+    if origin in (typing.Union, types.UnionType, list, tuple, dict, set, frozenset, collections.abc.Sequence,
+                  collections.abc.Mapping, collections.abc.Iterable):
         return all(arg is Ellipsis or _plain(arg) for arg in typing.get_args(annotation))
-    import collections.abc
-
-    if origin in (collections.abc.Sequence, collections.abc.Mapping, collections.abc.Iterable):
-        return all(_plain(arg) for arg in typing.get_args(annotation))
     return False
 
 
