@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 
+from digitlab.config.import_names import foreign_names, refusal
 from digitlab.runs import checkpoints
 from digitlab.errors import UserError
 from digitlab.models import DigitModel
@@ -49,23 +50,34 @@ def load_model(ckpt_path: str, default_root_dir: Optional[str] = None) -> Traine
     """
     path = Path(checkpoints.resolve(ckpt_path, {"default_root_dir": default_root_dir}))
     checkpoint = checkpoints.load(str(path), weights_only=True, opt_out=False)
-    hyperparameters = dict(checkpoint.get("hyper_parameters") or {})
+    hyperparameters = checkpoints.hyperparameters(str(path), checkpoint)
     entry = _registered_entry(path, hyperparameters.get("_class_path"))
     arguments = {key: value for key, value in hyperparameters.items() if key not in NOT_MODEL_ARGUMENTS}
+    for where, name in foreign_names(arguments, entry.cls):
+        raise refusal(f"--ckpt_path {path}: its hyperparameters", where, name[:200],
+                      "This command loads weights only: use a checkpoint written by `digitlab fit`.")
+    checkpoints.check_finite(str(path), checkpoint["state_dict"])
+    unbuilt = checkpoints.meta_model(entry.cls, arguments)
+    if unbuilt is not None and (problems := checkpoints.fit_problems(checkpoint, unbuilt)):
+        raise _does_not_fit(path, entry, "; ".join(problems))
     try:
         model = entry.cls(**arguments)
         model.load_state_dict(checkpoint["state_dict"])
     except UserError:
         raise
     except (TypeError, RuntimeError) as error:  # arguments or weights that do not fit the registered class
-        first_line = str(error).strip().splitlines()[0]
-        raise UserError(
-            f"--ckpt_path {path} names the model {entry.name} ({entry.class_path}), but its saved arguments or "
-            f"weights do not fit that class as installed here: {first_line}. Was the model changed since the "
-            "checkpoint was written? Use a checkpoint of the installed version, or train again."
-        ) from None
+        raise _does_not_fit(path, entry, str(error).strip().splitlines()[0]) from None
     model.eval().requires_grad_(False)
-    return TrainedModel(model, path, entry.name, dict(checkpoint.get("datamodule_hyper_parameters") or {}))
+    return TrainedModel(model, path, entry.name,
+                        checkpoints.hyperparameters(str(path), checkpoint, "datamodule_hyper_parameters"))
+
+
+def _does_not_fit(path: Path, entry: Any, detail: str) -> UserError:
+    return UserError(
+        f"--ckpt_path {path} names the model {entry.name} ({entry.class_path}), but its saved arguments or "
+        f"weights do not fit that class as installed here: {detail}. Was the model changed since the "
+        "checkpoint was written? Use a checkpoint of the installed version, or train again."
+    )
 
 
 def _registered_entry(path: Path, class_path: Any):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from digitlab.config.import_names import foreign_names, refusal
 from digitlab.errors import UserError
 from digitlab.runs import layout
 from digitlab.models.arguments import init_arguments
@@ -32,6 +35,9 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
         hint = f" It holds {len(found)} checkpoint(s), e.g. {found[0]}." if found else ""
         raise UserError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file.{hint} Give the path of one "
                         "checkpoint file, or `--ckpt_path last` for the newest last.ckpt.")
+    if path.exists() and not path.is_file():  # a FIFO would block the reader, a device would never end
+        raise UserError(f"--ckpt_path {ckpt_path} is not a checkpoint: it is not a regular file. Give the path of "
+                        "a .ckpt file from a run's checkpoints/ folder.")
     if not path.is_file():
         raise UserError(
             f"--ckpt_path {ckpt_path}: no such file. Checkpoints are in {layout.LOGS_FOLDER}/{layout.RUN_PREFIX}N/"
@@ -44,6 +50,7 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
 def load(ckpt_path: str, weights_only: Optional[bool], opt_out: bool = True) -> dict[str, Any]:
     """Read a Lightning checkpoint, weights-only unless `weights_only` is False; refuse anything else.
     `opt_out`: whether the command offers ``--weights_only false`` (said in the refusal)."""
+    _check_archive(ckpt_path)
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=weights_only is not False, mmap=True)
     except pickle.UnpicklingError as error:
@@ -53,12 +60,75 @@ def load(ckpt_path: str, weights_only: Optional[bool], opt_out: bool = True) -> 
             f"--ckpt_path {ckpt_path}: weights-only loading refuses it ({str(error).splitlines()[0]}). It holds "
             f"Python objects that run code when loaded. {fix}"
         ) from None
-    except Exception as error:
-        raise UserError(f"--ckpt_path {ckpt_path} is not a readable checkpoint: {type(error).__name__}: "
-                        f"{str(error)[:300]}") from None
+    except Exception:  # torch's words are about its own file formats, not the user's mistake
+        raise _not_a_checkpoint(ckpt_path, "its archive is damaged or incomplete") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"--ckpt_path {ckpt_path} is not a Lightning checkpoint (it has no state_dict).")
     return checkpoint
+
+
+def _check_archive(ckpt_path: str) -> None:
+    """Refuse what torch.save cannot have written (it writes zip archives) before torch reads it."""
+    try:
+        if os.stat(ckpt_path).st_size == 0:
+            raise _not_a_checkpoint(ckpt_path, "it is empty")
+        if not zipfile.is_zipfile(ckpt_path):
+            raise _not_a_checkpoint(ckpt_path, "it is not the zip archive that torch.save writes")
+    except OSError as error:
+        raise _not_a_checkpoint(ckpt_path, f"it cannot be read ({error.strerror})") from None
+
+
+def _not_a_checkpoint(ckpt_path: str, why: str) -> UserError:
+    return UserError(f"--ckpt_path {ckpt_path} is not a readable checkpoint: {why}. Give a .ckpt file written by "
+                     "`digitlab fit` (a run's checkpoints/ folder holds them).")
+
+
+def hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], key: str = "hyper_parameters") -> dict[str, Any]:
+    """The checkpoint's `key` (hyperparameters: names and values), ``{}`` when it has none."""
+    value = checkpoint.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+        kind = "keyed by other things than names" if isinstance(value, dict) else f"a {type(value).__name__}"
+        raise UserError(
+            f"--ckpt_path {ckpt_path}: its {key} is {kind}, not a mapping of names to values, so "
+            "it was not written by `digitlab fit` or was altered since. Use a checkpoint from a run's checkpoints/ "
+            "folder."
+        )
+    return dict(value)
+
+
+def check_finite(ckpt_path: str, state_dict: dict[str, Any]) -> None:
+    """Refuse weights that hold NaN or infinities: every prediction made with them would be meaningless."""
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                raise UserError(
+                    f"--ckpt_path {ckpt_path}: its tensor '{name}' holds NaN or infinite values, so the model "
+                    "cannot predict anything meaningful. The training that wrote it diverged, or the file was "
+                    "damaged: use an earlier checkpoint of the run, or train again with a lower learning rate."
+                )
+
+
+def check_fits_before_building(ckpt_path: str, checkpoint: dict[str, Any], model_class: type,
+                               arguments: dict[str, Any]) -> None:
+    """`check_fits` against `model_class(**arguments)` as `meta_model` builds it, before the real model is built."""
+    model = meta_model(model_class, arguments)
+    if model is not None:
+        check_fits(ckpt_path, checkpoint, model)
+
+
+def meta_model(model_class: type, arguments: dict[str, Any]) -> Optional[torch.nn.Module]:
+    """`model_class(**arguments)` on PyTorch's meta device, which allocates no memory, so that hyperparameters
+    making a model far larger than a checkpoint's weights are refused before the real model is built; None for
+    a model that cannot be built there (the real build then reports its own error)."""
+    try:
+        with torch.device("meta"):
+            return model_class(**arguments)
+    except UserError:
+        raise
+    except Exception:
+        return None
 
 
 def check_restorable(ckpt_path: str, checkpoint: dict[str, Any]) -> None:
@@ -71,32 +141,31 @@ def check_restorable(ckpt_path: str, checkpoint: dict[str, Any]) -> None:
         )
 
 
-def model_hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], model_class: type) -> dict[str, Any]:
+def model_hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], model_class: type, trusted: bool = False
+                          ) -> dict[str, Any]:
     """The checkpoint's model hyperparameters, checked to be safe and to fit `model_class` (the configured
     model): ``{class_path, init_args}`` for the config, or ``{}`` when the checkpoint has none.
 
     A checkpoint is data, never code: LightningCLI would merge its hyperparameters into the config, and
-    jsonargparse imports every class path it meets, so a checkpoint could name any module to import. Here
-    the model's class path must be the configured model's, and every other class path (optimizers,
-    schedulers) must come from `torch.optim`.
+    jsonargparse imports what a class path or a callable's name names, so a checkpoint could name any module to
+    import or function to call. Here the model's class path must be the configured model's, and every name that
+    could be an import must be an allowed class (`digitlab.config.import_names`), unless the user `trusted` the
+    file (``--weights_only false``).
     """
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams = hyperparameters(ckpt_path, checkpoint)
     hparams.pop("_instantiator", None)
     saved_class = hparams.pop("_class_path", None)
     class_path = f"{model_class.__module__}.{model_class.__qualname__}"
     if saved_class is not None and saved_class != class_path:
+        saved_class = str(saved_class)[:200]
         raise UserError(
             f"--ckpt_path {ckpt_path} holds a {saved_class} model, but the config asks for {class_path}. Use the "
             "config the checkpoint was trained with (its run folder has it as config.yaml), or another checkpoint."
         )
-    for name, value in hparams.items():
-        for named in _class_paths(value):
-            if not named.startswith(SAFE_CLASS_PATH_PREFIX):
-                raise UserError(
-                    f"--ckpt_path {ckpt_path}: its hyperparameter '{name}' names the class {named}, and digitlab "
-                    f"imports no class a checkpoint names unless it comes from {SAFE_CLASS_PATH_PREFIX.rstrip('.')} "
-                    "(a checkpoint is data, not code). Use a checkpoint written by digitlab."
-                )
+    for where, name in ([] if trusted else foreign_names(hparams, model_class)):
+        raise refusal(f"--ckpt_path {ckpt_path}: its hyperparameters", where, name[:200],
+                      "Use a checkpoint written by digitlab, or only if you trust where this file comes from, "
+                      "add `--weights_only false`.")
     accepted = {parameter.name for parameter in init_arguments(model_class)}
     unknown = sorted(set(hparams) - accepted)
     if unknown:
@@ -109,6 +178,17 @@ def model_hyperparameters(ckpt_path: str, checkpoint: dict[str, Any], model_clas
 
 def check_fits(ckpt_path: str, checkpoint: dict[str, Any], model: torch.nn.Module) -> None:
     """Refuse a checkpoint whose weights do not have the names and shapes of `model`'s."""
+    problems = fit_problems(checkpoint, model)
+    if problems:
+        raise UserError(
+            f"--ckpt_path {ckpt_path} does not hold weights of the configured {type(model).__name__}: "
+            f"{'; '.join(problems)}. Use the config the checkpoint was trained with (its run folder has it as "
+            "config.yaml), or another checkpoint."
+        )
+
+
+def fit_problems(checkpoint: dict[str, Any], model: torch.nn.Module) -> list[str]:
+    """How the checkpoint's weights differ from `model`'s in names and shapes (empty: they fit)."""
     saved = {key: tuple(value.shape) for key, value in checkpoint["state_dict"].items() if hasattr(value, "shape")}
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     problems = []
@@ -118,25 +198,7 @@ def check_fits(ckpt_path: str, checkpoint: dict[str, Any], model: torch.nn.Modul
         problems.append(f"unexpected {_few(unexpected)}")
     if resized := sorted(k for k in expected.keys() & saved.keys() if expected[k] != saved[k]):
         problems.append("other shapes for " + _few([f"{k} {saved[k]} (expected {expected[k]})" for k in resized]))
-    if problems:
-        raise UserError(
-            f"--ckpt_path {ckpt_path} does not hold weights of the configured {type(model).__name__}: "
-            f"{'; '.join(problems)}. Use the config the checkpoint was trained with (its run folder has it as "
-            "config.yaml), or another checkpoint."
-        )
-
-
-SAFE_CLASS_PATH_PREFIX = "torch.optim."
-
-
-def _class_paths(value: Any) -> list[str]:
-    """Every ``class_path`` inside a (nested) hyperparameter value."""
-    if isinstance(value, dict):
-        own = [str(value["class_path"])] if "class_path" in value else []
-        return own + [path for item in value.values() for path in _class_paths(item)]
-    if isinstance(value, (list, tuple)):
-        return [path for item in value for path in _class_paths(item)]
-    return []
+    return problems
 
 
 def _few(items: list[str], shown: int = 3) -> str:

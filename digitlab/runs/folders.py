@@ -19,6 +19,7 @@ from typing import Optional
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from digitlab.config.import_names import check_run_config
 from digitlab.errors import UserError
 from digitlab.runs import layout
 from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX, run_folder_of
@@ -119,6 +120,7 @@ def with_run_config(subcommand: str, args: list[str]) -> list[str]:
     run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
     if run is None or not (run / layout.RUN_CONFIG).is_file():
         return args
+    check_run_config(run / layout.RUN_CONFIG, args)
     print(f"digitlab: using the run's config, {run / layout.RUN_CONFIG}", file=sys.stderr)
     return ["--config", str(run / layout.RUN_CONFIG), *args]
 

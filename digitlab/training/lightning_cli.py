@@ -138,13 +138,18 @@ class DigitLabCLI(LightningCLI):
                 "cannot resume from it. Use it with validate, test or predict, or resume from a full checkpoint."
             )
         model_class = configured_model_class(config.model)
-        hyperparameters = checkpoints.model_hyperparameters(config.ckpt_path, self.checkpoint, model_class)
+        hyperparameters = checkpoints.model_hyperparameters(config.ckpt_path, self.checkpoint, model_class,
+                                                            trusted=config.get("weights_only") is False)
         if hyperparameters:
             try:
                 self.config = self.parser.parse_object({"model": hyperparameters}, config)
             except (ArgumentError, SystemExit) as error:
                 raise UserError(f"--ckpt_path {config.ckpt_path}: its hyperparameters do not fit "
                                 f"{model_class.__name__}: {str(error)[:500]}") from None
+        init_args = self.config.model.get("init_args")
+        plain = {key: value for key, value in (vars(init_args) if init_args is not None else {}).items()
+                 if isinstance(value, (bool, int, float, str, type(None)))}
+        checkpoints.check_fits_before_building(config.ckpt_path, self.checkpoint, model_class, plain)
 
     def instantiate_classes(self) -> None:
         """Nothing: `digitlab.training.run.build_run` builds the run from the parsed config."""

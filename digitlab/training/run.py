@@ -85,6 +85,8 @@ class Run:
         with _CleanupOnFailure(self.claimed_folder):
             if self.checkpoint is not None:
                 checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
+                if self.subcommand != "fit":  # an evaluation of NaN weights would report a meaningless score
+                    checkpoints.check_finite(self.method_kwargs.get("ckpt_path"), self.checkpoint["state_dict"])
                 self.checkpoint = None  # Lightning reads the file again itself: do not hold two copies
             warn_if_untrained(self.trainer, self.subcommand, self.method_kwargs.get("ckpt_path"))
             self._call(self.subcommand, **self.method_kwargs)
