@@ -36,16 +36,26 @@ def postgres() -> str:
     root = Path(tempfile.mkdtemp(prefix="digitlab-postgres-"))
     if as_server_user:
         shutil.chown(root, "postgres", "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
     def server(*command: str) -> None:
         subprocess.run([*as_server_user, *command], check=True, capture_output=True, timeout=120)
 
     server(str(SERVER_BIN / "initdb"), "-D", str(root / "data"), "-U", "digitlab", "--auth=trust", "-E", "UTF8")
-    server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-o",
-           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    # PostgreSQL cannot be told to pick a free port itself: take one the system says is free, and try again with
+    # another if something else bound it before the server did (the start fails, saying so in its log).
+    for attempt in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = root / f"server-{attempt}.log"
+        try:
+            server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(log), "-w", "-o",
+                   f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+            break
+        except subprocess.CalledProcessError:
+            if "could not bind" not in log.read_text(errors="replace"):
+                raise AssertionError(f"PostgreSQL did not start:\n{log.read_text(errors='replace')[-3000:]}")
+    else:
+        raise AssertionError(f"PostgreSQL found no free port in 5 tries:\n{log.read_text(errors='replace')[-3000:]}")
     try:
         yield f"postgresql://digitlab@127.0.0.1:{port}/postgres"
     finally:
