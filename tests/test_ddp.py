@@ -11,6 +11,8 @@ import torch
 
 from conftest import run_digitlab, write_mnist_like
 
+pytestmark = pytest.mark.slow  # every test launches DDP ranks: processes of their own
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
