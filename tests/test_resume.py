@@ -1,6 +1,6 @@
-"""Interruption and resume with real signals: SIGKILL after an epoch, Ctrl-C or SIGTERM in a training batch, in
+"""Interruption and resume with real signals: SIGKILL in an epoch, Ctrl-C or SIGTERM in a training batch, in
 a validation batch or in the test after fit, then `--ckpt_path last`, ends with the same weights and metrics as
-an uninterrupted run; Ctrl-C and SIGTERM save `last.ckpt` and stop cleanly."""
+an uninterrupted run; Ctrl-C and SIGTERM sent from outside save `last.ckpt` and stop cleanly."""
 
 import os
 import signal
@@ -57,7 +57,7 @@ class ArrivedAt(Callback):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resume")
-    data = write_mnist_like(folder / "data", train=6000, test=200)
+    data = write_mnist_like(folder / "data", train=1200, test=200)
     config = folder / "resume.yaml"
     config.write_text(CONFIG)
     (folder / "arrived_at.py").write_text(ARRIVED_AT)
@@ -107,33 +107,6 @@ def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 300) -
 
 def weights(checkpoint: Path) -> dict:
     return torch.load(checkpoint, weights_only=True)["state_dict"]
-
-
-def test_killed_after_an_epoch_then_resumed_equals_the_uninterrupted_run(tmp_path, setup):
-    config, data = setup
-    uninterrupted = start(tmp_path / "a", config, data)
-    out_a, err_a = uninterrupted.communicate(timeout=600)
-    assert uninterrupted.returncode == 0, err_a[-3000:]
-
-    killed = start(tmp_path / "b", config, data)
-    checkpoints = tmp_path / "b" / "lightning_logs" / "version_0" / "checkpoints"
-    wait_for_file(checkpoints / "epoch=1.ckpt", killed)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=60)
-    assert killed.returncode == -signal.SIGKILL
-    assert not (checkpoints / "epoch=3.ckpt").exists(), "the run had finished before the kill"
-
-    resumed = run_digitlab("fit", "--config", str(config), "--data.data_dir", str(data), "--ckpt_path", "last",
-                           cwd=tmp_path / "b")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    final_a = tmp_path / "a" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    final_b = tmp_path / "b" / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"  # a new run folder
-    a, b = weights(final_a), weights(final_b)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    accuracy = [out.split("Test accuracy:")[1].split()[0] for out in (out_a, resumed.stdout)]
-    assert accuracy[0] == accuracy[1]
 
 
 @pytest.mark.parametrize("sent, exit_code, said", [(signal.SIGINT, 130, "stopped: by Ctrl-C (SIGINT) at epoch"),
@@ -236,6 +209,7 @@ def outcome(run: Path, stdout: str) -> dict:
     (signal.SIGINT, "validate", 1, 2),
     (signal.SIGTERM, "train", 1, 7),
     (signal.SIGINT, "test", 3, 1),  # after 3 epochs
+    (signal.SIGKILL, "train", 2, 3),  # no handler, nothing saved: resumed from the end of epoch 1
 ])
 def test_interrupted_anywhere_then_resumed_equals_the_uninterrupted_run(tmp_path, seed_run, sent, stage, epoch, batch,
                                                                         digitlab_main):
@@ -244,8 +218,13 @@ def test_interrupted_anywhere_then_resumed_equals_the_uninterrupted_run(tmp_path
     signal_at = f"{{class_path: signal_at.SignalAt, init_args: {{signal: {int(sent)}, stage: {stage}, epoch: {epoch}, batch: {batch}}}}}"
     stopped = run_digitlab("fit", "--config", str(config), "--data.data_dir", str(data),
                            f"--trainer.callbacks+={signal_at}", cwd=tmp_path, env=env)
-    assert stopped.returncode == (130 if sent == signal.SIGINT else 143), stopped.stderr[-3000:]
-    assert "Traceback" not in stopped.stderr and "digitlab: stopped: by" in stopped.stderr
+    if sent == signal.SIGKILL:
+        assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-3000:]
+        last = torch.load(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["epoch"] == 1  # the last complete epoch's
+    else:
+        assert stopped.returncode == (130 if sent == signal.SIGINT else 143), stopped.stderr[-3000:]
+        assert "Traceback" not in stopped.stderr and "digitlab: stopped: by" in stopped.stderr
 
     resumed = digitlab_main("fit", "--config", str(config), "--data.data_dir", str(data), "--ckpt_path", "last",
                             cwd=tmp_path)

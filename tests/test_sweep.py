@@ -151,7 +151,10 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_continues(data, tmp_pat
     worker = Worker([*sweep, *fit_args(data, "--trainer.max_epochs", "1000")], tmp_path, "worker")
     folder = tmp_path / "lightning_logs" / "sweeps" / NAME
     try:
-        running = wait_until(running_trial_of(lambda: study_of(folder), worker.pid), worker)
+        # The study is read once a trial's folder exists: before, the worker may be creating its tables, and a
+        # reader would create them too (Optuna's storage does), which fails one of the two.
+        started = lambda: study_of(folder) if any(folder.glob("trial_*")) else None  # noqa: E731
+        running = wait_until(running_trial_of(started, worker.pid), worker)
         worker.process.send_signal(signal.SIGINT)
         assert worker.wait() == 130, worker.output()  # as `digitlab fit` stopped by Ctrl-C
     finally:

@@ -107,7 +107,11 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres,
     url = storage_url(postgres, tmp_path)
     workers += [Worker(args, tmp_path / "cwd", label) for label in ("victim", "survivor")]
     victim, survivor = workers
-    killed = wait_until(running_trial_of(lambda: load_study(url, "killed"), victim.pid), victim)
+    # The study is read once a trial's folder exists: before, a worker may be creating its tables, and a reader
+    # would create them too (Optuna's storage does), which fails one of the two.
+    trials = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "killed"
+    started = lambda: load_study(url, "killed") if any(trials.glob("trial_*")) else None  # noqa: E731
+    killed = wait_until(running_trial_of(started, victim.pid), victim)
     victim.process.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     assert survivor.wait() == 0, survivor.output()
