@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import logging
 import os
 import subprocess
@@ -28,8 +30,29 @@ requires_mnist = pytest.mark.skipif(
 )
 
 
+# Two tiers. `pytest -m "not slow"` runs every module's logic in this process on tiny synthetic files
+# (fits of a few batches); `pytest` runs everything. A test is `slow` when it trains real epochs on the real
+# MNIST files or starts processes, servers, browsers or databases, which is when it
+# - carries one of these marks,
+SLOW_MARKS = {
+    "e2e": "trains real epochs on the real MNIST files",
+    "console_script": "runs the installed `digitlab` script in a new process",
+    "gpu": "runs on a GPU, in new processes",
+}
+# - uses one of these fixtures (directly or through another fixture),
+SLOW_FIXTURES = {
+    "server": "test_serve: a `digitlab serve` process (LitServe and its workers)",
+    "browser": "test_serve: a headless Chromium driven by Playwright",
+    "postgres": "test_sweep_postgres: a PostgreSQL server, and sweep workers in processes of their own",
+}
+# - or is marked `@pytest.mark.slow` itself, with the reason beside the mark (a whole module: `pytestmark`).
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked `gpu` are skipped, with the reason, where CUDA is not available."""
+    """Marks the slow tier (above); tests marked `gpu` are skipped, with the reason, where CUDA is not available."""
+    for item in items:
+        if SLOW_MARKS.keys() & set(item.keywords) or SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False here")
@@ -97,10 +120,32 @@ SMALL_RUN = ["--data.verify", "false", "--data.val_split", "40", "--data.batch_s
              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
+def digitlab_here(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`digitlab ARGS` in this process through `digitlab.cli.main`, as the `digitlab_main` fixture runs it, for
+    module-scoped fixtures (which cannot use that fixture): what the console script would do, without a new
+    interpreter. Plugins are off, as `run_digitlab` has them."""
+    from digitlab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.delenv("DIGITLAB_DATA_DIR", raising=False)
+        for key, value in {"DIGITLAB_DISABLE_PLUGINS": "1", **(env or {})}.items():
+            patch.setenv(key, value)
+        patch.setattr(sys, "argv", ["digitlab", *args])
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    return subprocess.CompletedProcess(["digitlab", *args], code, out.getvalue(), err.getvalue())
+
+
 def fit_one_mlp_epoch(cwd: Path, data: Path) -> Path:
-    """`digitlab fit` of one mlp epoch on `data` in `cwd`, as the console script runs it: the run's folder."""
-    result = run_digitlab("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir", str(data),
-                          *SMALL_RUN, cwd=cwd)
+    """`digitlab fit` of one mlp epoch on `data` in `cwd` (in this process): the run's folder."""
+    result = digitlab_here("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir", str(data),
+                           *SMALL_RUN, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd / "lightning_logs" / "version_0"
 

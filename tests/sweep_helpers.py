@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,6 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO, synthetic_digits, write_idx
+from waiting import running, wait_for
 
 MLP = str(REPO / "configs" / "mlp.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -103,18 +103,17 @@ def _answer_ctrl_c() -> None:
 
 def wait_until(condition: Callable[[], Optional[object]], worker: Worker, timeout: float = 240) -> object:
     """Poll `condition` until it returns something; fail if the worker exits first or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def attempt() -> Optional[object]:
         try:
-            found = condition()
-        except (KeyError, sqlalchemy.exc.OperationalError):  # no study yet, or its tables are being created
-            found = None
-        if found:
-            return found
-        if worker.process.poll() is not None:
-            raise AssertionError(f"the worker exited ({worker.process.returncode}) first:\n{worker.output()}")
-        time.sleep(0.1)
-    raise AssertionError(f"not reached in {timeout} s:\n{worker.output()}")
+            return condition()
+        except (KeyError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            return None  # no study yet, or the worker is creating its tables (and stamping their version)
+
+    try:
+        return wait_for(attempt, timeout, "the worker's trial", alive=running(worker.process), interval=0.1)
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{worker.output()}") from None
 
 
 def running_trial_of(study_loader: Callable[[], Optional[optuna.Study]], pid: int) -> Callable[[], Optional[object]]:

@@ -87,6 +87,7 @@ KILLED_WHILE_SAVING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a writer process, killed while it saves
 def test_a_kill_while_saving_leaves_the_previous_complete_checkpoint(tmp_path):
     target = Path("/dev/shm") / f"digitlab-kill-{os.getpid()}" / "last.ckpt"  # 80 MB a write, on a tmpfs
     target.parent.mkdir()
@@ -126,6 +127,7 @@ def _forged(source: Path, destination: Path, change) -> Path:
     return destination
 
 
+@pytest.mark.slow  # the console script: a new interpreter, where `import this` would print
 def test_a_class_path_in_a_checkpoint_is_never_imported(tmp_path, data, mlp_checkpoint):
     forged = _forged(mlp_checkpoint, tmp_path / "forged.ckpt", lambda c: c["hyper_parameters"].update(
         optimizer={"class_path": "this.Anything", "init_args": {}}))

@@ -100,6 +100,7 @@ def test_corrupt_data_file_is_named(tmp_path, synthetic_mnist):
     assert not Path(tmp_path / "lightning_logs" / "version_0" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # a new interpreter, to see what `--help` imports
 @pytest.mark.parametrize("args", [["--help"], []])
 def test_help_lists_every_subcommand_without_importing_torch(tmp_path, args):
     code = "import sys; from digitlab.cli import main; main(sys.argv[1:]); print(sorted({'torch', 'lightning'} & set(sys.modules)))"
@@ -115,3 +116,16 @@ def test_help_lists_every_subcommand_without_importing_torch(tmp_path, args):
 @pytest.mark.console_script
 def test_an_unknown_subcommand_names_the_closest(tmp_path):
     assert_user_error(run_digitlab("fitt", cwd=tmp_path), "'fitt' is not a digitlab subcommand", "Did you mean 'fit'")
+
+
+def test_python_dash_m_digitlab_is_the_digitlab_command(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["digitlab", "models"])
+    try:
+        runpy.run_module("digitlab", run_name="__main__")  # digitlab/__main__.py, as `python -m digitlab` runs it
+    except SystemExit as exit:
+        assert exit.code in (0, None)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lenet5"))
+    assert "digitlab.models.lenet.LeNet5" in line

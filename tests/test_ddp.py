@@ -9,16 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_digitlab, write_mnist_like
+from conftest import digitlab_here, write_mnist_like
+
+pytestmark = pytest.mark.slow  # every test launches DDP ranks: processes of their own
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def run_worker(tmp_path: Path, data: Path, devices: int, *args: str, accelerator: str = "cpu") -> list[dict]:
+    """What each rank ended with; one CPU device runs in this process (a new one would add nothing)."""
     out = tmp_path / f"out-{accelerator}-{devices}-{'-'.join(args)}"
     out.mkdir()
-    command = [sys.executable, str(WORKER), "--devices", str(devices), "--accelerator", accelerator, "--data", str(data),
-               "--out", str(out), *args]
+    options = ["--devices", str(devices), "--accelerator", accelerator, "--data", str(data), "--out", str(out), *args]
+    if devices == 1 and accelerator == "cpu":
+        import ddp_worker
+
+        return [ddp_worker.run(ddp_worker.parse(options))[1]]
+    command = [sys.executable, str(WORKER), *options]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(devices)]
@@ -72,7 +79,7 @@ def single_process_accuracy(tmp_path, data) -> str:
     args[args.index("--trainer.strategy") + 1] = "auto"
     folder = tmp_path / "single"
     folder.mkdir()
-    result = run_digitlab(*args, "--data.data_dir", str(data), cwd=folder)
+    result = digitlab_here(*args, "--data.data_dir", str(data), cwd=folder)  # one process: this one
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.split("Test accuracy:")[1].split()[0]
 

@@ -216,6 +216,7 @@ def readme_snippets() -> list[str]:
 BLOCK_DIGITLAB = "import sys; sys.modules['digitlab'] = None  # `import digitlab` fails from here on\n"
 
 
+@pytest.mark.slow  # README's snippets in a new interpreter, where digitlab cannot be imported
 def test_readme_snippets_run_the_exported_files_without_digitlab(trained, data_dir, tmp_path, digitlab_main):
     snippets = readme_snippets()
     assert [("onnxruntime" in s, "torch.jit.load" in s) for s in snippets] == [(True, False), (False, True)]
@@ -237,6 +238,7 @@ def test_readme_snippets_run_the_exported_files_without_digitlab(trained, data_d
 
 @pytest.mark.e2e
 @requires_mnist
+@pytest.mark.e2e
 def test_the_centroid_exports_with_no_difference_on_the_real_test_set(tmp_path, digitlab_main):
     fit = digitlab_main("fit", "--config", str(REPO / "configs" / "centroid.yaml"), "--data.data_dir", str(MNIST_DIR),
                         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),

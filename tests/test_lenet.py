@@ -1,5 +1,6 @@
 """LeNet-5's architecture matches the seed's Keras summary."""
 
+import pytest
 import torch
 
 from digitlab.models.lenet import LeNet5
@@ -25,16 +26,26 @@ def test_standardize_feeds_the_network_mnist_standardised_pixels():
     assert torch.allclose(standardized(x), plain((x - 0.1307) / 0.3081))
 
 
-def test_compile_compiles_the_call_in_place_and_computes_the_same_logits():
+def test_compile_compiles_the_call_in_place_once():
+    model = LeNet5(compile=True)
+    keys = list(model.state_dict())
+    model.configure_model()  # Lightning calls it when a run starts; torch.compile compiles at the first call
+    compiled = model._compiled_call_impl
+    assert compiled is not None
+    assert list(model.state_dict()) == keys  # checkpoints load into an uncompiled model
+    model.configure_model()  # a second stage (test after fit) does not compile again
+    assert model._compiled_call_impl is compiled
+    uncompiled = LeNet5()
+    uncompiled.configure_model()
+    assert uncompiled._compiled_call_impl is None
+
+
+@pytest.mark.slow  # the first call compiles: TorchInductor runs a C++ compiler in processes of its own
+def test_the_compiled_call_computes_the_same_logits():
     torch.manual_seed(0)
     model = LeNet5(compile=True)
     keys = list(model.state_dict())
-    model.configure_model()  # Lightning calls it when a run starts
-    assert model._compiled_call_impl is not None
+    model.configure_model()
     x = torch.rand(8, 1, 28, 28)
     assert torch.allclose(model(x), model.forward(x), atol=1e-5)
-    assert list(model.state_dict()) == keys  # checkpoints load into an uncompiled model
-    compiled = model._compiled_call_impl
-    model.configure_model()  # a second stage (test after fit) does not compile again
-    assert model._compiled_call_impl is compiled
-    assert LeNet5()._compiled_call_impl is None
+    assert list(model.state_dict()) == keys

@@ -4,7 +4,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from conftest import assert_user_error, run_digitlab
+from conftest import assert_user_error
 from digitlab.training.callbacks import StopOnNonFiniteLoss
 from digitlab.data import MNISTDataModule
 from digitlab.errors import TrainingDiverged
@@ -34,8 +34,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, syntheti
     assert all(torch.isfinite(weight).all() for weight in last["state_dict"].values())
 
 
-def test_the_command_reports_divergence_without_a_traceback(tmp_path, synthetic_mnist):
-    result = run_digitlab(
+def test_the_command_reports_divergence_without_a_traceback(tmp_path, synthetic_mnist, digitlab_main):
+    result = digitlab_main(
         "fit", "--model", "mlp", "--model.lr", "1e6", "--model.momentum", "0.9", "--data.data_dir",
         str(synthetic_mnist), "--data.verify", "false", "--data.val_split", "0", "--trainer.max_epochs", "3",
         "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false", cwd=tmp_path,

@@ -302,6 +302,7 @@ def test_predictions_on_a_full_disk_are_printed_and_the_failure_reported(tmp_pat
 # -- the command -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the console script, and DDP's two processes
 def test_predict_command_on_pictures_with_a_broken_one_on_one_and_two_processes(tmp_path, pictures):
     data = write_mnist_like(tmp_path / "mnist")
     fit = run_digitlab("fit", "--model", "centroid", "--data.data_dir", str(data), "--data.verify", "false",

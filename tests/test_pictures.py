@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_digitlab, synthetic_digits, write_mnist_like
+from conftest import digitlab_here, run_digitlab, synthetic_digits, write_mnist_like
 from digitlab.training.callbacks import picture_callbacks
 from digitlab.data import MNISTDataModule
 from digitlab.models.centroid import NearestCentroid
@@ -18,8 +18,9 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 TEST_IMAGES = 50  # write_mnist_like's default test set: synthetic_digits(50, seed=2)
 
 
-def fit(tmp_path: Path, data: Path, *args: str) -> Path:
-    result = run_digitlab(
+def fit(tmp_path: Path, data: Path, *args: str, run=digitlab_here) -> Path:
+    """`digitlab fit` in this process (`run=run_digitlab`: the console script, in processes of its own)."""
+    result = run(
         "fit", "--data.data_dir", str(data), "--data.verify", "false", "--data.batch_size", "32",
         "--trainer.max_epochs", "1", *QUIET, *args, cwd=tmp_path,
     )
@@ -88,11 +89,12 @@ def test_per_class_test_accuracy_agrees_with_the_checkpoint(lenet_run):
         assert logged[f"test/acc_class_{k}"] == [pytest.approx(expected[k], abs=1e-6)], k
 
 
+@pytest.mark.slow  # two DDP processes
 def test_under_ddp_rank_0_draws_the_global_pictures(tmp_path):
     # 199 training and 53 test images: two processes get padded batches (label -100), which must not count.
     data = write_mnist_like(tmp_path / "uneven", train=199, test=53)
     run = fit(tmp_path, data, "--model", "centroid", "--data.val_split", "41", "--trainer.accelerator", "cpu",
-              "--trainer.devices", "2", "--trainer.strategy", "ddp")
+              "--trainer.devices", "2", "--trainer.strategy", "ddp", run=run_digitlab)
     pictures = images(run)
     assert {tag: len(logged) for tag, logged in pictures.items() if tag != "test/mistakes"} == {
         "train/examples": 1, "train/class_means": 1, "val/confusion_matrix": 1, "test/confusion_matrix": 1}

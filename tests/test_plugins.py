@@ -92,6 +92,7 @@ def add_broken_distribution(site: Path) -> None:
 # -- the `digitlab` command ------------------------------------------------------------------------
 
 
+@pytest.mark.console_script
 def test_models_lists_a_plugin_with_its_package(tmp_path, site):
     result = run_digitlab("models", cwd=tmp_path, env=plugins_on(site))
     assert result.returncode == 0, result.stderr
@@ -103,6 +104,7 @@ def test_models_lists_a_plugin_with_its_package(tmp_path, site):
     assert "warning" not in result.stderr
 
 
+@pytest.mark.console_script
 def test_models_verbose_shows_init_arguments_with_defaults(tmp_path, site):
     result = run_digitlab("models", "--verbose", cwd=tmp_path, env=plugins_on(site))
     assert result.returncode == 0, result.stderr
@@ -124,6 +126,7 @@ def test_models_verbose_shows_init_arguments_with_defaults(tmp_path, site):
     assert arguments_of("lenet5") == ["standardize: bool = False", *arguments_of("plugnet")[1:]]
 
 
+@pytest.mark.console_script
 def test_fit_trains_a_plugin_model_by_its_name(tmp_path, site, synthetic_mnist):
     result = run_digitlab(
         "fit", "--model", "plugnet", "--model.width", "6", "--data.data_dir", str(synthetic_mnist), *SYNTHETIC,
@@ -134,6 +137,7 @@ def test_fit_trains_a_plugin_model_by_its_name(tmp_path, site, synthetic_mnist):
     assert "Test accuracy:" in result.stdout
 
 
+@pytest.mark.console_script
 def test_model_help_describes_a_plugins_arguments(tmp_path, site):
     result = run_digitlab("fit", "--model.help", "plugnet", cwd=tmp_path, env=plugins_on(site))
     assert result.returncode == 0, result.stderr
@@ -141,6 +145,7 @@ def test_model_help_describes_a_plugins_arguments(tmp_path, site):
     assert "--model.num_classes" in result.stdout  # DigitModel's, through **kwargs
 
 
+@pytest.mark.console_script
 def test_yaml_config_names_a_plugin_model(tmp_path, site):
     config = tmp_path / "plugin.yaml"
     config.write_text("model:\n  class_path: plugnet\n  init_args:\n    width: 5\n")
@@ -151,6 +156,7 @@ def test_yaml_config_names_a_plugin_model(tmp_path, site):
     assert model["init_args"]["width"] == 5
 
 
+@pytest.mark.console_script
 def test_a_broken_plugin_is_one_warning_and_the_rest_works(tmp_path, site):
     add_broken_distribution(site)
     result = run_digitlab("fit", "--help", cwd=tmp_path, env=plugins_on(site))
@@ -166,6 +172,7 @@ def test_a_broken_plugin_is_one_warning_and_the_rest_works(tmp_path, site):
         assert fragment in plain
 
 
+@pytest.mark.console_script
 def test_two_packages_claiming_one_name_is_an_error_naming_both(tmp_path, site):
     write_distribution(site, "digitlab-twin", {"plugnet": "dlplug_twin:Twin"}, {"dlplug_twin": TWIN})
     result = run_digitlab("models", cwd=tmp_path, env=plugins_on(site))
@@ -173,6 +180,7 @@ def test_two_packages_claiming_one_name_is_an_error_naming_both(tmp_path, site):
                       "'digitlab-twin'")
 
 
+@pytest.mark.console_script
 def test_disable_switch_skips_all_plugins(tmp_path, site):
     add_broken_distribution(site)
     result = run_digitlab("models", cwd=tmp_path, env={**plugins_on(site), "DIGITLAB_DISABLE_PLUGINS": "1"})
@@ -194,6 +202,7 @@ def example_site(tmp_path: Path) -> list[Path]:
     return [EXAMPLE, write_distribution(tmp_path / "metadata", project["name"], entry_points)]
 
 
+@pytest.mark.console_script
 def test_the_example_plugin_trains_from_its_config(tmp_path, example_site, synthetic_mnist):
     result = run_digitlab(
         "fit", "--config", str(EXAMPLE / "configs" / "tinycnn.yaml"), "--data.data_dir", str(synthetic_mnist),
@@ -206,6 +215,7 @@ def test_the_example_plugin_trains_from_its_config(tmp_path, example_site, synth
     assert saved["model"]["init_args"]["channels"] == 8
 
 
+@pytest.mark.slow  # pytest in a new process, on the example plugin's own tests
 def test_the_example_plugins_own_tests_pass(tmp_path, example_site):
     env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
     result = subprocess.run(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_user_error, run_digitlab, write_mnist_like
+from conftest import assert_user_error, digitlab_here, run_digitlab, write_mnist_like
 from digitlab.errors import SkippedFileWarning
 from digitlab.models.centroid import NearestCentroid
 from digitlab.models.lenet import LeNet5
@@ -37,7 +37,7 @@ def logs(tmp_path_factory) -> Path:
     data = write_mnist_like(tmp_path_factory.mktemp("data"))
     cwd = tmp_path_factory.mktemp("runs")
     for name in MODELS:
-        result = run_digitlab(
+        result = digitlab_here(
             "fit", "--model", name, "--data.data_dir", str(data), "--data.verify", "false", "--data.val_split",
             "40", "--data.batch_size", "32", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--pictures", "false", cwd=cwd,
@@ -46,9 +46,9 @@ def logs(tmp_path_factory) -> Path:
     return cwd / "lightning_logs"
 
 
-def test_csv_holds_the_values_of_the_event_files(logs):
+def test_csv_holds_the_values_of_the_event_files(logs, digitlab_main):
     before = files(logs)
-    result = run_digitlab("report", str(logs), "--format", "csv", cwd=logs.parent)
+    result = digitlab_main("report", str(logs), "--format", "csv", cwd=logs.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["version"] for row in rows] and {row["version"] for row in rows} == {
@@ -87,6 +87,7 @@ def test_table_markdown_and_plot(logs, capsys, tmp_path):
     assert "val.png" in output.err
 
 
+@pytest.mark.slow  # a new interpreter, to see what `report` imports
 def test_report_does_without_lightning(logs):
     """`digitlab report` starts in a fraction of the other commands' time: Lightning takes seconds to import."""
     heavy = {"lightning", "pytorch_lightning", "torchmetrics", "torchvision", "matplotlib"}
@@ -97,11 +98,11 @@ def test_report_does_without_lightning(logs):
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])
-def test_a_folder_without_runs_is_a_user_error(tmp_path, make):
+def test_a_folder_without_runs_is_a_user_error(tmp_path, make, digitlab_main):
     folder = tmp_path / "logs"
     if make == "empty":
         (folder / "version_0").mkdir(parents=True)
-    result = run_digitlab("report", str(folder), cwd=tmp_path)
+    result = digitlab_main("report", str(folder), cwd=tmp_path)
     assert_user_error(result, str(folder), "lightning_logs" if make == "missing" else "No runs")
 
 

@@ -7,6 +7,7 @@ from conftest import run_digitlab
 
 
 @pytest.mark.parametrize("model", ["centroid", "mlp", "lenet5"])
+@pytest.mark.console_script
 def test_two_runs_are_bit_identical(tmp_path, synthetic_mnist, model):
     outputs, states = [], []
     for run in ("first", "second"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SMALL_RUN, fit_one_mlp_epoch, run_digitlab, write_mnist_like
+from conftest import SMALL_RUN, fit_one_mlp_epoch, write_mnist_like
 from digitlab.runs.folders import claim
 
 
@@ -43,6 +43,7 @@ def test_threads_claiming_at_once_each_get_their_own_folder(tmp_path):
     assert sorted(path.name for path in claimed) == sorted(f"version_{n}" for n in range(8))
 
 
+@pytest.mark.slow  # three `digitlab fit` processes at once
 def test_fits_started_together_in_one_folder_never_share_a_run(tmp_path, data):
     script = Path(sys.executable).with_name("digitlab")
     env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
@@ -60,11 +61,11 @@ def test_fits_started_together_in_one_folder_never_share_a_run(tmp_path, data):
         assert len(list(folder.glob("events.out.tfevents.*"))) == 1
 
 
-def test_evaluations_are_kept_in_the_run_they_evaluate(trained, data):
+def test_evaluations_are_kept_in_the_run_they_evaluate(trained, data, digitlab_main):
     run = trained / "lightning_logs" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
     for subcommand in ("test", "test", "validate", "predict"):
-        result = run_digitlab(subcommand, "--ckpt_path", str(last), "--data.data_dir", str(data), cwd=trained)
+        result = digitlab_main(subcommand, "--ckpt_path", str(last), "--data.data_dir", str(data), cwd=trained)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "using the run's config" in result.stderr  # found beside the checkpoint: no --config needed
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [

@@ -1,4 +1,4 @@
-"""`digitlab serve`, started for real on a free loopback port and spoken to over HTTP: answers equal to
+"""`digitlab serve`, started for real on a loopback port of its own choice (`--port 0`) and spoken to over HTTP: answers equal to
 `digitlab predict`'s, every bad request a 4xx after which the server goes on, many clients at once, the
 drawing page in a real headless Chromium, a clean stop on Ctrl-C; and bad starts refused before anything binds."""
 
@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw
 
 from checkpoint_files import synthetic_checkpoint, write_checkpoint
 from conftest import REPO, assert_user_error
-from digitlab.deploy.serve.command import wait_until_ready
 from test_cli import QUIET
+from waiting import line_in, running, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 LIMITS = {"max_body_bytes": 1_000_000, "max_pixels": 1_000_000}  # small, so that the tests' bodies stay small
@@ -41,12 +41,6 @@ class Server:
     url: str
     process: subprocess.Popen
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def scribble(rng: random.Random) -> Image.Image:
@@ -101,18 +95,20 @@ def server(checkpoint, tmp_path_factory):
     """`digitlab serve` in its own process (and session), until the module's tests are done; then Ctrl-C, which
     must stop it and every process it started, with exit code 0 and no traceback."""
     folder = tmp_path_factory.mktemp("serve")
-    port = free_port()
     log = folder / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
     command = [str(Path(sys.executable).with_name("digitlab")), "serve", "--ckpt_path", str(checkpoint),
-               "--port", str(port), *(f"--{key}={value}" for key, value in LIMITS.items())]
+               "--port", "0", *(f"--{key}={value}" for key, value in LIMITS.items())]
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=folder, env={**env, "DIGITLAB_DISABLE_PLUGINS": "1"},
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        if not wait_until_ready(url, timeout=240, alive=lambda: process.poll() is None):
-            pytest.fail(f"digitlab serve did not become ready:\n{log.read_text()[-3000:]}")
+        try:  # the server says where it serves once /health answers ok
+            url = wait_for(line_in(log, r"Serving at (http://127\.0\.0\.1:[0-9]+)/ "), 240, "digitlab serve ready",
+                           alive=running(process)).group(1)
+        except AssertionError as error:
+            pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
+        assert not url.endswith(":0")
         yield Server(url, process, log)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -125,15 +121,17 @@ def server(checkpoint, tmp_path_factory):
 
 
 def _group_ends(group: int, wait: float = 10) -> bool:
-    deadline = time.monotonic() + wait
-    while True:
+    def ended() -> bool:
         try:
             os.killpg(group, 0)
         except ProcessLookupError:
             return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+        return False
+
+    try:
+        return wait_for(ended, wait, f"process group {group} to end")
+    except AssertionError:
+        return False
 
 
 def post(url: str, body: bytes, content_type: str = "application/octet-stream", client=httpx) -> httpx.Response:
@@ -198,7 +196,7 @@ BAD_REQUESTS = {  # name: (body, content type, status, what the reason says)
                           "out of range"),
     "too many pixels": (png(Image.new("L", (1200, 1000), 0)), "image/png", 413, "picture too large"),
     "body too large": (bytes(1_500_000), "image/png", 413, "body too large"),
-    "body too large, sent in chunks": (chunks(1_500_000), "image/png", 413, "body too large"),
+    "body too large, sent in chunks": (lambda: chunks(1_500_000), "image/png", 413, "body too large"),  # new each time
 }
 
 
@@ -207,6 +205,8 @@ def test_a_bad_request_is_a_4xx_with_a_reason_and_the_server_goes_on(case, serve
     body, content_type, status, reason = BAD_REQUESTS[case]
     if body is None:
         body = (pictures / "4_canvas.png").read_bytes()[:300]
+    elif callable(body):
+        body = body()
     response = post(server.url, body, content_type)
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
@@ -271,7 +271,8 @@ def test_the_page_predicts_while_a_digit_is_drawn(server, browser):
         page.mouse.move(x + fx * w, y + fy * h, steps=8)
     wait_for_a_digit(page)  # while the button is still down: the page predicts as the digit is drawn
     page.mouse.up()
-    page.wait_for_timeout(500)  # the answer for the finished stroke
+    # The answer for the finished stroke: no request in flight and no change left to send (the page's state).
+    page.wait_for_function("!inFlight && !changed", timeout=30000)
     digit, heights = wait_for_a_digit(page), bar_heights(page)
     assert len(heights) == 10 and abs(sum(heights) - 100) < 1 and heights.index(max(heights)) == digit
     assert sum(url.endswith("/predict") for url in requests) >= 2
@@ -293,14 +294,103 @@ def test_a_finger_draws_too(server, browser):
     context.close()
 
 
+# -- the same, in this process: LitServe's API and the middleware, without a server ---------------------------
+
+
+@pytest.fixture(scope="module")
+def in_process(checkpoint):
+    """What `digitlab serve` puts behind ``POST /predict``, in this process: `PreparePictures` (with the test's
+    limits) in front of an ASGI app that runs `DigitAPI` as LitServe's batched loop does (decode, batch,
+    predict, unbatch, encode), and the LitServer `build_server` makes, for its other routes."""
+    import argparse
+    import signal as signals
+
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.testclient import TestClient
+
+    from digitlab.deploy.serve.api import DigitAPI
+    from digitlab.deploy.serve.command import _parser, build_server
+    from digitlab.deploy.serve.middleware import PreparePictures
+
+    api = DigitAPI(str(checkpoint), max_batch_size=4, batch_timeout=0.005)
+    sigint, threads = signals.getsignal(signals.SIGINT), torch.get_num_threads()
+    try:
+        api.setup("cpu")  # as LitServe's inference worker: it ignores Ctrl-C and takes one thread
+        assert signals.getsignal(signals.SIGINT) is signals.SIG_IGN and torch.get_num_threads() == 1
+    finally:
+        signals.signal(signals.SIGINT, sigint)
+        torch.set_num_threads(threads)
+
+    async def answer(scope, receive, send):
+        request = Request(scope, receive)
+        assert request.headers["content-type"] == "application/json"
+        [probabilities] = api.unbatch(api.predict(api.batch([api.decode_request(await request.json())])))
+        await JSONResponse(api.encode_response(probabilities))(scope, receive, send)
+
+    options = _parser().parse_args(["--ckpt_path", str(checkpoint), *(f"--{k}={v}" for k, v in LIMITS.items())])
+    server = build_server(str(checkpoint), options)
+    client = TestClient(PreparePictures(answer, path="/predict", **LIMITS))  # no lifespan: only requests
+    return argparse.Namespace(client=client, server=server, api=api)
+
+
+def test_in_process_every_picture_gets_digitlab_predicts_answer(in_process, pictures, expected):
+    for path in sorted(pictures.iterdir()):
+        assert_answer(post("", path.read_bytes(), client=in_process.client), expected[path.name])
+    grey = np.asarray(Image.open(pictures / "array.png"), dtype=np.float64) / 255
+    body = json.dumps({"image": grey.tolist()}).encode()
+    assert_answer(post("", body, "text/plain", client=in_process.client), expected["array.png"])
+
+
+def test_in_process_a_batch_answers_each_digit_as_alone(in_process, pictures):
+    from digitlab.deploy.serve.request_body import digit_from_body
+
+    api = in_process.api
+    digits = [digit_from_body(path.read_bytes()).view(1, 28, 28) for path in sorted(pictures.iterdir())[:4]]
+    together = api.unbatch(api.predict(api.batch(digits)))
+    alone = [api.predict(digit) for digit in digits]
+    assert len(together) == 4 and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(together, alone))
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_in_process_a_bad_request_is_a_4xx_with_a_reason(case, in_process, pictures):
+    body, content_type, status, reason = BAD_REQUESTS[case]
+    if body is None:
+        body = (pictures / "4_canvas.png").read_bytes()[:300]
+    elif callable(body):
+        body = body()
+    response = post("", body, content_type, client=in_process.client)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert reason in detail and "\n" not in detail
+
+
+def test_in_process_the_server_routes_the_page_and_refuses_other_methods(in_process):
+    from starlette.testclient import TestClient
+
+    client = TestClient(in_process.server.app)  # no lifespan: no inference worker, only the routes
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="pad"' in page.text
+    assert client.get("/predict").status_code == 405
+
+
 # -- refused at start, before anything binds ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["missing checkpoint", "foreign checkpoint", "port in use", "host", "batch timeout",
                                   "accelerator"])
-def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkpoint, digitlab_main):
-    port = free_port()
-    args = ["--ckpt_path", str(checkpoint), "--port", str(port)]
+def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkpoint, digitlab_main, monkeypatch):
+    import litserve
+
+    taken = socket.socket()  # a port held by this test (from the system: no other test has it) for "port in use"
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    started = []  # what would start a server in this process: LitServe's run, or a socket's listen
+    monkeypatch.setattr(litserve.LitServer, "run", lambda *args, **kwargs: started.append("LitServer.run"))
+    monkeypatch.setattr(socket.socket, "listen", lambda *args, **kwargs: started.append("listen"))
+    args = ["--ckpt_path", str(checkpoint), "--port", str(port) if case == "port in use" else "0"]
     expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
                 "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
                 "batch timeout": "--batch_timeout -1.0 is not valid", "accelerator": "--accelerator"}[case]
@@ -316,11 +406,7 @@ def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkp
         args += ["--batch_timeout", "-1"]
     elif case == "accelerator":
         args += ["--accelerator", "cuda"]
-    with socket.socket() as taken:
-        if case == "port in use":
-            taken.bind(("127.0.0.1", port))
-            taken.listen()
+    with taken:
         result = digitlab_main("serve", *args, cwd=tmp_path)
     assert_user_error(result, expected)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))  # still free: nothing was started
+    assert started == []  # refused before anything was started or bound

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import assert_user_error, run_digitlab
+from conftest import assert_user_error, digitlab_here
 from digitlab.sweep.report import report_command
 from sweep_helpers import (
     Worker,
@@ -44,7 +44,7 @@ def sweep(tmp_path_factory, data) -> tuple[Path, Path, list[str]]:
     """A finished 4-trial sweep, run as a user would: (working folder, sweep folder, the command's arguments)."""
     cwd = tmp_path_factory.mktemp("sweep")
     args = ["--sweep", str(write_sweep_file(cwd / "sweep.yaml")), "--name", NAME, *fit_args(data)]
-    result = run_digitlab("sweep", *args, cwd=cwd)
+    result = digitlab_here("sweep", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd, cwd / "lightning_logs" / "sweeps" / NAME, args
 
@@ -113,6 +113,11 @@ def test_report_lists_the_trials_best_first(sweep, capsys):
     report_command([str(folder)])
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith(f"Sweep {NAME}: 4 trials") and table[1].split()[:3] == ["trial", "state", "val/acc"]
+
+
+@pytest.mark.slow  # a new interpreter, to see what `report` imports
+def test_the_report_of_a_sweep_imports_neither_lightning_nor_torch(sweep):
+    _, folder, _ = sweep
     # The report of a sweep starts as fast as any report: without Lightning or torch.
     code = "import sys; from digitlab.cli import main; main(sys.argv[1:]); print(sorted({'lightning', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code, "report", str(folder)], capture_output=True, text=True)
@@ -141,13 +146,19 @@ def test_rerun_continues_to_the_new_total_and_another_space_is_refused(sweep, di
     assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(5)]
 
 
+@pytest.mark.slow  # a `digitlab sweep` worker process, stopped by a real Ctrl-C
 def test_ctrl_c_fails_the_running_trial_and_the_next_run_continues(data, tmp_path, digitlab_main):
-    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", pruner="none", trials=1)), "--name", NAME,
-            *fit_args(data, "--trainer.max_epochs", "6")]
-    worker = Worker(args, tmp_path, "worker")
+    # Epochs from the run config (`max_epochs: null`): the worker's trial is too long to end before the Ctrl-C
+    # lands, the next run's is short.
+    sweep = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", pruner="none", trials=1, max_epochs=None)),
+             "--name", NAME]
+    worker = Worker([*sweep, *fit_args(data, "--trainer.max_epochs", "1000")], tmp_path, "worker")
     folder = tmp_path / "lightning_logs" / "sweeps" / NAME
     try:
-        running = wait_until(running_trial_of(lambda: study_of(folder), worker.pid), worker)
+        # The study is read once a trial's folder exists: before, the worker may be creating its tables, and a
+        # reader would create them too (Optuna's storage does), which fails one of the two.
+        started = lambda: study_of(folder) if any(folder.glob("trial_*")) else None  # noqa: E731
+        running = wait_until(running_trial_of(started, worker.pid), worker)
         worker.process.send_signal(signal.SIGINT)
         assert worker.wait() == 130, worker.output()  # as `digitlab fit` stopped by Ctrl-C
     finally:
@@ -159,7 +170,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_continues(data, tmp_pat
     assert study.trials[running.number].user_attrs["stopped"] == "Ctrl-C"
     assert "RUNNING" not in states(study).values()
 
-    result = digitlab_main("sweep", *args, cwd=tmp_path)
+    result = digitlab_main("sweep", *sweep, *fit_args(data, "--trainer.max_epochs", "2"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     counted = [state for state in states(study_of(folder)).values() if state != "FAIL"]
     assert counted == ["COMPLETE"]  # the failed trial does not count: a new one took its place
@@ -212,12 +223,13 @@ def test_bad_input_is_one_paragraph_and_writes_nothing(settings, extra, fragment
 
 
 @pytest.fixture
-def unused_tcp_port() -> int:
+def unused_tcp_port():
+    """A loopback port bound (so that nothing else can take it) but not listening: a connection is refused."""
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 def test_a_diverged_trial_is_pruned_and_nothing_claims_a_best(data, tmp_path, digitlab_main):

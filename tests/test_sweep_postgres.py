@@ -36,16 +36,26 @@ def postgres() -> str:
     root = Path(tempfile.mkdtemp(prefix="digitlab-postgres-"))
     if as_server_user:
         shutil.chown(root, "postgres", "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
     def server(*command: str) -> None:
         subprocess.run([*as_server_user, *command], check=True, capture_output=True, timeout=120)
 
     server(str(SERVER_BIN / "initdb"), "-D", str(root / "data"), "-U", "digitlab", "--auth=trust", "-E", "UTF8")
-    server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-o",
-           f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    # PostgreSQL cannot be told to pick a free port itself: take one the system says is free, and try again with
+    # another if something else bound it before the server did (the start fails, saying so in its log).
+    for attempt in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = root / f"server-{attempt}.log"
+        try:
+            server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(log), "-w", "-o",
+                   f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+            break
+        except subprocess.CalledProcessError:
+            if "could not bind" not in log.read_text(errors="replace"):
+                raise AssertionError(f"PostgreSQL did not start:\n{log.read_text(errors='replace')[-3000:]}")
+    else:
+        raise AssertionError(f"PostgreSQL found no free port in 5 tries:\n{log.read_text(errors='replace')[-3000:]}")
     try:
         yield f"postgresql://digitlab@127.0.0.1:{port}/postgres"
     finally:
@@ -97,7 +107,11 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres,
     url = storage_url(postgres, tmp_path)
     workers += [Worker(args, tmp_path / "cwd", label) for label in ("victim", "survivor")]
     victim, survivor = workers
-    killed = wait_until(running_trial_of(lambda: load_study(url, "killed"), victim.pid), victim)
+    # The study is read once a trial's folder exists: before, a worker may be creating its tables, and a reader
+    # would create them too (Optuna's storage does), which fails one of the two.
+    trials = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "killed"
+    started = lambda: load_study(url, "killed") if any(trials.glob("trial_*")) else None  # noqa: E731
+    killed = wait_until(running_trial_of(started, victim.pid), victim)
     victim.process.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
     assert survivor.wait() == 0, survivor.output()

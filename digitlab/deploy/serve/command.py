@@ -41,15 +41,19 @@ def serve_command(args: list[str]) -> None:
         torch.set_num_threads(threads)  # nothing started: the process is left as it was
         raise
     server = build_server(str(trained.path.resolve()), options)
-    url = f"http://{'[::1]' if options.host == '::' else '127.0.0.1'}:{options.port}"
+    # --port 0: the system picks a free port; the socket is bound here and kept, and the URL says the real port.
+    listener = _listening_socket(options.host) if options.port == 0 else None
+    port = listener.getsockname()[1] if listener else options.port
+    url = f"http://{'[::1]' if options.host == '::' else '127.0.0.1'}:{port}"
     print(f"Starting {trained.name} from {trained.path} ...", flush=True)
     threading.Thread(target=_announce_when_ready, args=(url,), daemon=True).start()
     _stop_on_signals()
     try:
         # A forked process: LitServe's other choice, a thread, cannot be stopped (its shutdown calls `terminate()`
         # on it, and the process never exits).
-        server.run(host=options.host, port=options.port, generate_client_file=False, log_level=options.log_level,
-                   num_api_servers=1, api_server_worker_type="process")
+        server.run(host=options.host, port=port, generate_client_file=False, log_level=options.log_level,
+                   num_api_servers=1, api_server_worker_type="process",
+                   **({"fd": listener.fileno()} if listener else {}))  # uvicorn's `fd`: serve on that socket
     except KeyboardInterrupt:  # before LitServe's own shutdown was ready (while the model loads)
         pass
 
@@ -132,8 +136,11 @@ def _check_address(host: str, port: int) -> None:
     if host not in HOSTS:
         raise UserError(f"--host {host} is not one LitServe can bind: use 127.0.0.1 (this machine only, the "
                         "default), 0.0.0.0 (every IPv4 interface) or :: (every interface).")
+    if port == 0:
+        return  # a free port, bound when the server starts
     if not 1024 <= port <= 65535:
-        raise UserError(f"--port {port} is not valid: use a port from 1024 to 65535 (default 8000).")
+        raise UserError(f"--port {port} is not valid: use a port from 1024 to 65535 (default 8000), or 0 for "
+                        "any free port.")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
@@ -141,6 +148,17 @@ def _check_address(host: str, port: int) -> None:
         except OSError as error:
             raise UserError(f"Cannot listen on {host}:{port}: {error.strerror or error}. Is another server "
                             "running there? Choose another port with --port.") from None
+
+
+def _listening_socket(host: str) -> socket.socket:
+    """A TCP socket bound to a free port of `host` (the system's choice), set up as uvicorn sets up its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by each connection it accepts
+    listener.bind((host, 0))
+    listener.set_inheritable(True)
+    return listener
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_checkpoint_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default: this machine only), 0.0.0.0 or ::")
-    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="default: 8000; 0 lets the system pick a free port (the URL printed names it)")
     parser.add_argument("--max_batch_size", type=int, default=32,
                         help="requests answered by one forward pass, at most (default: 32; 1 turns batching off)")
     parser.add_argument("--batch_timeout", type=float, default=0.005,
