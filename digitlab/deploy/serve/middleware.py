@@ -7,8 +7,8 @@ would be a 500), and its batched loop decodes a whole batch in one ``try``, so o
 good requests batched with it.
 
 Bounds, so that abuse costs a client its own requests and not the server: pictures are prepared as many at a
-time as there are cores, a few more wait for their turn and any further one is answered 503 at once; a waiting
-one gets 503 when it has waited `timeout` seconds. A body over the limit is answered 413, and what the client
+time as there are cores, others wait for their turn up to a total of bytes beyond which one more is answered
+503 at once; a waiting one gets 503 when it has waited `timeout` seconds. A body over the limit is answered 413, and what the client
 still sends is read and dropped (up to a bound) before the answer ends: a connection closed with unread data is
 reset, and the client would never see the 413. When the server stops (SIGTERM, Ctrl-C), a body still arriving or
 a picture still waiting is answered 503 at once, so that stopping does not wait for slow clients.
@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS, BadRequest, digit_from_body
 
 
-WAITING_PER_CORE = 4  # pictures that may wait for a core, per core, before more are answered 503 at once
+WAITING_BYTES = 128 * 2**20  # of bodies waiting for a core, before more are answered 503 at once
 DRAIN_BYTES = 64 * 2**20  # of a refused body, read and dropped so that the client gets its 413
 DRAIN_SECONDS = 10.0
 T = TypeVar("T")
@@ -52,6 +52,7 @@ class PreparePictures:
         self.timeout = timeout
         self.preparing: Optional[anyio.CapacityLimiter] = None  # made in the server's event loop, on first use
         self.stopping: Optional[asyncio.Event] = None
+        self.waiting_bytes = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -91,14 +92,17 @@ class PreparePictures:
         cores = os.cpu_count() or 1
         if self.preparing is None:
             self.preparing = anyio.CapacityLimiter(cores)
-        if self.preparing.statistics().tasks_waiting >= WAITING_PER_CORE * cores:
+        if self.waiting_bytes + len(body) > WAITING_BYTES:
             raise BadRequest(503, "busy: too many pictures are waiting to be prepared; try again shortly")
         turn = object()  # the limiter's borrower: the request, whichever task waits for it
+        self.waiting_bytes += len(body)
         try:
             await self._unless_stopping(self.preparing.acquire_on_behalf_of(turn), timeout=self.timeout)
         except TimeoutError:
             raise BadRequest(503, f"busy: no picture could be prepared within --timeout {self.timeout:g} "
                                   "seconds; try again shortly") from None
+        finally:
+            self.waiting_bytes -= len(body)
         try:
             return await anyio.to_thread.run_sync(digit_from_body, body, content_type, self.max_pixels)
         finally:
