@@ -102,6 +102,25 @@ def test_a_body_far_over_the_limit_gets_its_413_not_a_reset(how, server, normal_
     assert_refused(post(server.url, body, "image/png"), 413, "body too large")
 
 
+@pytest.mark.parametrize("size", [20 * 2**20, 50 * 2**20])
+def test_a_client_sending_its_whole_body_reads_the_413(size, server, normal_request_after):
+    """Over a plain socket, as a client that reads nothing before it has sent everything: no reset meanwhile."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           f"Content-Length: {size}\r\n\r\n".encode())
+        block = bytes(2**20)
+        for _ in range(size // len(block)):
+            connection.sendall(block)  # a reset would raise here
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            received = connection.recv(65536)
+            if not received:
+                break
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"body too large" in answer, answer[:300]
+
+
 @pytest.mark.parametrize("path", ["/info", "/docs", "/openapi.json", "/redoc"])
 def test_no_undocumented_route_shows_the_servers_settings(path, server, normal_request_after):
     response = httpx.get(f"{server.url}{path}", timeout=30)
