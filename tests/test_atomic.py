@@ -1,11 +1,11 @@
 """`atomic_write`: the one writer. A new file never replaces anything; a replaced file is never half written;
-a symbolic link at the target is never followed."""
+a symbolic link at the target is never followed nor replaced."""
 
 import os
 
 import pytest
 
-from digitlab.utils.atomic import atomic_output, atomic_write, atomic_write_text
+from digitlab.utils.atomic import LinkAtTarget, atomic_output, atomic_write, atomic_write_text
 
 
 def test_a_file_is_written_and_replaced_whole_with_the_permissions_of_a_new_file(tmp_path):
@@ -61,16 +61,26 @@ def test_no_overwrite_on_a_filesystem_without_hard_links_creates_exclusively(tmp
     assert (tmp_path / "new.txt").read_text() == "content"
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
 @pytest.mark.parametrize("dangling", [False, True])
-def test_a_link_at_the_target_is_never_followed(tmp_path, dangling):
+def test_a_link_at_the_target_is_neither_followed_nor_replaced(tmp_path, dangling, overwrite):
     pointed = tmp_path / "pointed.txt"
     if not dangling:
         pointed.write_text("not to be written")
     link = tmp_path / "link.txt"
     link.symlink_to(pointed)
-    with pytest.raises(FileExistsError):
-        atomic_write_text(link, "new", overwrite=False)
-    assert link.is_symlink()
-    atomic_write_text(link, "new", overwrite=True)  # the link itself is replaced
-    assert not link.is_symlink() and link.read_text() == "new"
+    with pytest.raises(LinkAtTarget) as refused:
+        atomic_write_text(link, "new", overwrite=overwrite)
+    assert isinstance(refused.value, FileExistsError) and refused.value.filename == str(link)
+    assert link.is_symlink() and sorted(os.listdir(tmp_path)) == ["link.txt"] + ["pointed.txt"] * (not dangling)
     assert (pointed.read_text() == "not to be written") if not dangling else not pointed.exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_link_made_while_the_file_was_written_is_not_replaced(tmp_path, overwrite):
+    target = tmp_path / "out.txt"
+    with pytest.raises(LinkAtTarget):
+        with atomic_output(target, overwrite=overwrite) as temporary:
+            temporary.write_text("new")
+            target.symlink_to(tmp_path / "nowhere")
+    assert target.is_symlink() and os.listdir(tmp_path) == ["out.txt"]

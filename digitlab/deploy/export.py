@@ -19,7 +19,8 @@ import torch
 
 from digitlab.errors import UserError
 from digitlab.deploy.loading import TrainedModel, add_checkpoint_arguments, load_model, model_input
-from digitlab.utils.atomic import atomic_output
+from digitlab.utils.atomic import LinkAtTarget, atomic_output
+from digitlab.utils.destination import destination_problem, write_failure
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SAMPLE_BATCH = 2  # the example batch the export traces; not 1, which exporters may treat as a fixed size
@@ -34,6 +35,13 @@ RELATIVE_TOLERANCE = 1e-4
 
 class ExportCheckFailed(UserError):
     """The exported file does not compute what the checkpoint computes; it was removed."""
+
+    exit_code = 1
+
+
+class ExportNotWritten(UserError):
+    """The exported file passed its check but could not be given its name (a full disk, a folder made read-only
+    meanwhile): nothing was written."""
 
     exit_code = 1
 
@@ -60,7 +68,7 @@ def export_command(args: list[str]) -> None:
 
     trained = load_model(options.ckpt_path, options.default_root_dir)
     target = Path(options.output) if options.output else default_output(trained, options.format)
-    _refuse_existing(target)
+    _refuse_destination(target)
     data_dir = check_data_dir(options.data_dir, trained)
     images, labels = _test_set(data_dir, options.download, options.verify)
     with new_file(target) as temporary:
@@ -162,9 +170,10 @@ def compare(model: torch.nn.Module, run: Runner, images: torch.Tensor, labels: t
     return Comparison(expected.float(), actual.float(), labels)
 
 
-def _refuse_existing(target: Path) -> None:
-    if os.path.lexists(target):
-        raise UserError(_exists(target))
+def _refuse_destination(target: Path) -> None:
+    problem = destination_problem(target, overwrite=False)
+    if problem is not None:
+        raise UserError(f"--output {target} {problem}. Nothing was written. Choose another name with --output.")
 
 
 @contextmanager
@@ -174,13 +183,16 @@ def new_file(target: Path) -> Iterator[Path]:
     try:
         with atomic_output(target, overwrite=False) as temporary:
             yield temporary
+    except LinkAtTarget:
+        raise ExportNotWritten(f"--output {target} became a symbolic link during the export, and digitlab never "
+                               "writes through or over a link. Nothing was written.") from None
     except FileExistsError:
-        raise UserError(_exists(target)) from None
-
-
-def _exists(target: Path) -> str:
-    return (f"{target} already exists and digitlab never overwrites a file. Choose another name with --output, or "
-            "move the file away.")
+        raise ExportNotWritten(f"{target} already exists: it appeared during the export, and digitlab never "
+                               "overwrites a file. "
+                               "Nothing was written; choose another name with --output.") from None
+    except OSError as error:
+        raise ExportNotWritten(f"--output {target} could not be written: {write_failure(error)}. Nothing was "
+                               "written.") from None
 
 
 def _boolean(text: str) -> bool:

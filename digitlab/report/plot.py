@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from digitlab.errors import UserError
 from digitlab.report.run import Run
 from digitlab.utils.atomic import atomic_write
+from digitlab.utils.destination import destination_problem, write_failure
 
 
 def check_plot_path(path: Path) -> str:
     """The image format of `path` (its extension); a UserError if no new image can be written there."""
-    if path.is_dir():
-        raise UserError(f"--plot {path} is a folder; give an image file name, such as {path / 'val_acc.png'}.")
-    if os.path.lexists(path):
-        raise UserError(f"--plot {path} already exists and digitlab never overwrites a file. Choose another name "
-                        "or move the file away.")
+    problem = destination_problem(path, overwrite=False)
+    if problem is not None:
+        raise UserError(f"--plot {path} {problem}. Choose another name.")
     if not path.parent.is_dir():
         raise UserError(f"--plot {path}: the folder {path.parent} does not exist.")
     from matplotlib.backend_bases import FigureCanvasBase
@@ -38,9 +36,19 @@ def plot_val_acc(runs: list[Run], path: Path) -> None:
     try:
         atomic_write(path, lambda stream: figure.savefig(stream, format=image_format), overwrite=False)
     except FileExistsError:
-        raise UserError(f"--plot {path} appeared while the report ran; digitlab never overwrites a file.") from None
-    except (OSError, RuntimeError) as error:  # a full disk; .pgf without LaTeX
+        raise PlotNotWritten(f"--plot {path} appeared while the report ran (a file or a link); digitlab never "
+                             "overwrites a file or writes through a link. Nothing was written.") from None
+    except OSError as error:  # a full disk, a folder made read-only meanwhile
+        raise PlotNotWritten(f"--plot {path} could not be written: {write_failure(error)}. Nothing was written.") \
+            from None
+    except RuntimeError as error:  # .pgf without LaTeX
         raise UserError(f"--plot {path} could not be written: {error}") from None
+
+
+class PlotNotWritten(UserError):
+    """The plot was drawn but its file could not be written at the end: nothing was written."""
+
+    exit_code = 1
 
 
 def val_acc_figure(runs: list[Run], path: Path) -> Any:

@@ -2,7 +2,8 @@
 and Optuna's pictures of the optimisation history and of the parameters' importance.
 
 Each file is written by `atomic_write`, over the sweep's own earlier one: a reader never sees half a file, and
-nothing but the sweep's own outputs is replaced.
+nothing but the sweep's own outputs is replaced (a symbolic link in their place is neither followed nor
+replaced; a file that cannot be written is named as not written, never announced).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitlab.config.bounded_yaml import load_yaml_text
 from digitlab.utils.atomic import atomic_write, atomic_write_text
+from digitlab.utils.destination import write_failure
 
 BEST = "best.yaml"
 HISTORY = "history.png"
@@ -31,8 +33,12 @@ def write_results(study: optuna.Study, folder: Path, objective: str, test_after_
         lines.append(f"{BEST}: not written, no trial has completed yet")
     else:
         path = folder / BEST
-        atomic_write_text(path, best_config(best, study.study_name, objective, test_after_fit), overwrite=True)
-        lines.append(f"{path}: trial {best.number}'s config; replay it with `digitlab fit --config {path}`")
+        try:
+            atomic_write_text(path, best_config(best, study.study_name, objective, test_after_fit), overwrite=True)
+        except OSError as error:
+            lines.append(f"{path}: not written, {write_failure(error)}")
+        else:
+            lines.append(f"{path}: trial {best.number}'s config; replay it with `digitlab fit --config {path}`")
     lines += _plots(study, folder)
     return lines
 
@@ -77,8 +83,13 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
                 continue
         figure = axes.figure
         figure.set_size_inches(8, 5)
-        atomic_write(path, lambda stream: figure.savefig(stream, dpi=120, bbox_inches="tight", format="png"),
-                     overwrite=True)
-        pyplot.close(figure)
-        lines.append(f"{path}")
+        try:
+            atomic_write(path, lambda stream: figure.savefig(stream, dpi=120, bbox_inches="tight", format="png"),
+                         overwrite=True)
+        except OSError as error:
+            lines.append(f"{path}: not written, {write_failure(error)}")
+        else:
+            lines.append(f"{path}")
+        finally:
+            pyplot.close(figure)
     return lines

@@ -7,8 +7,10 @@ name: renamed over the target (``overwrite=True``), or linked to a name that mus
 On any failure (a full disk, a failed check, a kill) the target keeps its previous content and the temporary
 file is removed (after a SIGKILL it stays, hidden, beside the target).
 
-Symbolic links: a link at the target's name is never followed. It is a name like any other: replaced by the
-new file with ``overwrite=True``, refused with ``overwrite=False``; the file it points to is never written.
+Symbolic links: a link at the target's name is never written through and never replaced, whatever
+``overwrite`` says: `LinkAtTarget` (a `FileExistsError`). Following it would write where the name does not say;
+replacing it would silently undo what the user set up. Either way a command could not honestly say where its
+file went.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
+
+
+class LinkAtTarget(FileExistsError):
+    """The target's name is a symbolic link (dangling or not), which `atomic_output` neither follows nor replaces."""
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, overwrite: bool) -> None:
@@ -38,6 +44,7 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool) -> None:
 def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """A new, empty temporary file beside `path` for the block to write (by name: for writers that take a path
     rather than a stream) and check; when the block ends without an error, it becomes `path`."""
+    _refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     temporary = Path(name)
@@ -46,6 +53,7 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
         os.close(descriptor)
         yield temporary
         _fsync_file(temporary)
+        _refuse_link(path)  # again: a link may have been made while the file was written
         if overwrite:
             os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
         else:
@@ -53,6 +61,11 @@ def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     finally:
         temporary.unlink(missing_ok=True)
     _fsync_folder(path.parent)  # the new name itself survives a power cut
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise LinkAtTarget(errno.EEXIST, f"a symbolic link (to {os.readlink(path)}) is in the way", str(path))
 
 
 def _link_new(temporary: Path, path: Path) -> None:

@@ -21,6 +21,7 @@ from digitlab.deploy.loading import add_checkpoint_arguments, load_model
 from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
+GRACEFUL_STOP_SECONDS = 5
 
 
 def serve_command(args: list[str]) -> None:
@@ -107,12 +108,18 @@ def build_server(ckpt_path: str, options: argparse.Namespace):
         warnings.simplefilter("ignore", UserWarning)
         api = DigitAPI(ckpt_path, max_batch_size=options.max_batch_size, batch_timeout=options.batch_timeout)
     middleware = (PreparePictures, {"path": api.api_path, "max_body_bytes": options.max_body_bytes,
-                                    "max_pixels": options.max_pixels})
+                                    "max_pixels": options.max_pixels, "timeout": options.timeout})
     server = litserve.LitServer(api, accelerator=options.accelerator, devices=1, timeout=options.timeout,
                                 middlewares=[middleware], disable_openapi_url=True)
+    # How long a stop waits for requests under way: the middleware answers those still arriving at once, so
+    # this is only a backstop against a request stuck elsewhere.
+    server.uvicorn_graceful_timeout = GRACEFUL_STOP_SECONDS
     page = (files("digitlab.deploy.serve") / "page.html").read_text(encoding="utf-8")
-    app = server.app  # LitServe answers GET / with "litserve running": the page replaces that route
-    app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) != "/"]
+    app = server.app
+    # LitServe answers GET / with "litserve running" (the page replaces it) and GET /info with the server's
+    # settings, which a client has no need to see (removed).
+    app.router.routes = [route for route in app.router.routes
+                         if getattr(route, "path", None) not in ("/", server.info_path)]
     app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
     return server
 

@@ -9,12 +9,17 @@ JPEG, or another format Pillow reads). Both go through `digitlab.data.own_images
 from __future__ import annotations
 
 import json
+import math
+import re
 
+import numpy as np
 import torch
 
 from digitlab.data.own_images import MAX_PIXELS, SIZE, ImageError, PictureTooLarge, prepare_picture, to_mnist
 
 MAX_BODY_BYTES = 8 * 2**20  # a phone photo fits; a drawing from the page is a few kB
+MAX_JSON_BYTES = 2**20  # a 28×28 array with every number at full precision is a small part of this
+MAX_JSON_DEPTH = 8  # the expected shape needs 3; Python's parser recurses once per level, and runs out of stack
 JSON_SHAPE = f'JSON {{"image": [[{SIZE} numbers], ... {SIZE} rows]}} with numbers in [0, 1]'
 
 
@@ -41,8 +46,12 @@ def digit_from_body(body: bytes, content_type: str = "", max_pixels: int = MAX_P
 
 
 def _json_picture(body: bytes) -> torch.Tensor:
+    if len(body) > MAX_JSON_BYTES:
+        raise BadRequest(413, f"JSON body too large: more than {MAX_JSON_BYTES:,} bytes; expected {JSON_SHAPE}")
+    if _nesting(body) > MAX_JSON_DEPTH:
+        raise BadRequest(400, f"JSON nested more than {MAX_JSON_DEPTH} levels deep; expected {JSON_SHAPE}")
     try:
-        data = json.loads(body, parse_constant=_refuse_constant)
+        data = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_finite)
     except ValueError as error:  # also UnicodeDecodeError
         raise BadRequest(400, f"not valid JSON ({error}); expected {JSON_SHAPE}") from None
     image = data.get("image") if isinstance(data, dict) else None
@@ -59,3 +68,22 @@ def _json_picture(body: bytes) -> torch.Tensor:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; a ValueError for one beyond float's range (1e400), which would become infinite,
+    and for an integer too long to convert."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]}{'...' if len(text) > 20 else ''} is not a finite number")
+    return number
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting(body: bytes) -> int:
+    """How deep the body's arrays and objects nest, counted without parsing (brackets inside strings excluded)."""
+    codes = np.frombuffer(_STRING.sub(b"", body), dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))

@@ -12,7 +12,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from digitlab.errors import PredictionsNotWritten, UserError
-from digitlab.utils.atomic import atomic_write_text
+from digitlab.utils.atomic import LinkAtTarget, atomic_write_text
+from digitlab.utils.destination import destination_problem, write_failure
 from digitlab.utils.tables import aligned_lines, csv_text
 
 MNIST_ROWS = 10  # rows printed for the MNIST test set when `max_rows` is not given
@@ -105,18 +106,10 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def check_destination(path: Path) -> None:
     """Refuse, before anything is predicted, a CSV file that could not be written at the end."""
-    fix = "Choose another file (`--predictions.csv predictions_2.csv`)"
-    if path.is_dir():
-        raise UserError(f"predictions.csv={path} is a folder; give a file name, such as {path / 'predictions.csv'}.")
-    if os.path.lexists(path):
-        raise UserError(f"predictions.csv={path} already exists and digitlab never overwrites a file. {fix} or "
-                        "move the file away.")
-    folder = next(folder for folder in path.parents if os.path.lexists(folder))  # "." at the latest
-    if not folder.is_dir():
-        raise UserError(f"predictions.csv={path} cannot be written: {folder} is a file, not a folder. {fix}.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"predictions.csv={path} cannot be written: the folder {folder} is read-only or not "
-                        f"yours (permission denied). {fix} in a folder you can write to.")
+    problem = destination_problem(path, overwrite=False)
+    if problem is not None:
+        raise UserError(f"predictions.csv={path} {problem}. Choose another file (`--predictions.csv "
+                        "predictions_2.csv`).")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -128,10 +121,12 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         table = csv_text(list(rows[0]), [list(row.values()) for row in rows], line_end=CSV_FILE_LINE_END)
         atomic_write_text(path, table, overwrite=False)
     except OSError as error:
-        if isinstance(error, FileExistsError) and os.path.lexists(path):
+        if isinstance(error, LinkAtTarget):
+            why = "a symbolic link of that name appeared during the run, and digitlab never writes through one"
+        elif isinstance(error, FileExistsError) and os.path.lexists(path):
             why = "a file of that name appeared during the run, and digitlab never overwrites a file"
         else:
-            why = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+            why = write_failure(error)
         raise PredictionsNotWritten(
             f"predictions.csv={path} could not be written: {why}. Every prediction is printed instead; to get "
             "the file, run again with `--predictions.csv` in a place with room and write permission."
