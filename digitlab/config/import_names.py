@@ -199,15 +199,11 @@ def check_run_config(path: Path, args: list[str]) -> None:
     """Refuse a run's config.yaml that digitlab picked up itself (not named by the user) when it names code
     (`foreign_names`); what the user typed in `args` is their own choice. A file the bounded loader refuses is
     left to the parser, which refuses it too, before importing anything."""
-    import yaml
-
-    from digitlab.config.bounded_yaml import check_size
+    from digitlab.config.bounded_yaml import UnreadableYaml, load_yaml_file
 
     try:
-        text = path.read_text(encoding="utf-8")
-        check_size(text)
-        config = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = load_yaml_file(path, "run config")
+    except UnreadableYaml:
         return
     for where, name in foreign_names(config, None, run_config=True, user_names=frozenset(args)):
         raise refusal(f"The run's config {path}, which digitlab uses for this checkpoint,", where, name[:200],
