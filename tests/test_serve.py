@@ -90,31 +90,39 @@ def expected(checkpoint, pictures, tmp_path_factory) -> dict[str, tuple[int, flo
         return {Path(row["file"]).name: (int(row["predicted"]), float(row["probability"])) for row in csv.DictReader(rows)}
 
 
-@pytest.fixture(scope="module")
-def server(checkpoint, tmp_path_factory):
-    """`digitlab serve` in its own process (and session), until the module's tests are done; then Ctrl-C, which
-    must stop it and every process it started, with exit code 0 and no traceback."""
-    folder = tmp_path_factory.mktemp("serve")
+def start_server(checkpoint: Path, folder: Path, *options: str) -> Server:
+    """`digitlab serve --port 0 OPTIONS` in its own process (and session), once it says where it serves."""
     log = folder / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
     command = [str(Path(sys.executable).with_name("digitlab")), "serve", "--ckpt_path", str(checkpoint),
-               "--port", "0", *(f"--{key}={value}" for key, value in LIMITS.items())]
+               "--port", "0", *options]
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=folder, env={**env, "DIGITLAB_DISABLE_PLUGINS": "1"},
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:  # the server says where it serves once /health answers ok
+        url = wait_for(line_in(log, r"Serving at (http://127\.0\.0\.1:[0-9]+)/ "), 240, "digitlab serve ready",
+                       alive=running(process)).group(1)
+    except AssertionError as error:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
+    assert not url.endswith(":0")
+    return Server(url, process, log)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """`digitlab serve` until the module's tests are done; then Ctrl-C, which must stop it and every process it
+    started, with exit code 0 and no traceback."""
+    started = start_server(checkpoint, tmp_path_factory.mktemp("serve"),
+                           *(f"--{key}={value}" for key, value in LIMITS.items()))
+    process, log = started.process, started.log
     try:
-        try:  # the server says where it serves once /health answers ok
-            url = wait_for(line_in(log, r"Serving at (http://127\.0\.0\.1:[0-9]+)/ "), 240, "digitlab serve ready",
-                           alive=running(process)).group(1)
-        except AssertionError as error:
-            pytest.fail(f"{error}:\n{log.read_text()[-3000:]}")
-        assert not url.endswith(":0")
-        yield Server(url, process, log)
+        yield started
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
         assert _group_ends(process.pid), "processes of the server outlived it"
-        assert f"Serving at {url}/" in log.read_text()
+        assert f"Serving at {started.url}/" in log.read_text()
     finally:
         if process.poll() is None or not _group_ends(process.pid, wait=0):
             os.killpg(process.pid, signal.SIGKILL)

@@ -18,27 +18,15 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab.deploy.serve.command import GRACEFUL_STOP_SECONDS, wait_until_ready
-from test_serve import Server, _group_ends, assert_answer, checkpoint, expected, free_port, pictures, png, post
+from digitlab.deploy.serve.command import GRACEFUL_STOP_SECONDS
+from test_serve import Server, _group_ends, assert_answer, checkpoint, expected, pictures, png, post, start_server
 
 __all__ = ["checkpoint", "expected", "pictures"]  # fixtures shared with test_serve
 TIMEOUT = 10  # the server's --timeout: also how long a picture may wait for its turn
 
 
 def start(checkpoint: Path, folder: Path, *options: str) -> Server:
-    port = free_port()
-    log = folder / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "DIGITLAB_DATA_DIR"}
-    command = [str(Path(sys.executable).with_name("digitlab")), "serve", "--ckpt_path", str(checkpoint),
-               "--port", str(port), "--timeout", str(TIMEOUT), *options]
-    with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=folder, env={**env, "DIGITLAB_DISABLE_PLUGINS": "1"},
-                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_ready(url, timeout=240, alive=lambda: process.poll() is None):
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"digitlab serve did not become ready:\n{log.read_text()[-3000:]}")
-    return Server(url, process, log)
+    return start_server(checkpoint, folder, "--timeout", str(TIMEOUT), *options)
 
 
 @pytest.fixture(scope="module")

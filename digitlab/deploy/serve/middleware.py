@@ -65,8 +65,9 @@ class PreparePictures:
             body = await self._read_body(receive, headers)
             body_unread = False
             digit = await self._prepare(body, headers.get("content-type", ""))
-        except BadRequest as error:
-            return await self._answer(error, scope, receive, send, drain=body_unread)
+        except BadRequest as error:  # a body refused before its end: the client may still be sending it
+            drain = body_unread and not getattr(error, "body_complete", False)
+            return await self._answer(error, scope, receive, send, drain=drain)
         except Stopping:
             return await self._answer(BadRequest(503, "the server is stopping"), scope, receive, send, drain=False)
         except ClientGone:
@@ -122,6 +123,7 @@ class PreparePictures:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
+                too_large.body_complete = not message.get("more_body", False)
                 raise too_large
             if not message.get("more_body", False):
                 return b"".join(chunks)
