@@ -90,7 +90,7 @@ def refusal(command: str, key: str, value: Any, shown: str) -> Optional[str]:
         expected = limits.describe(isinstance(value, int)) if limits else "a finite number"
         return f"{shown} is not valid: NaN and infinities are refused; expected {expected}."
     if limits is not None and not limits.admits(value):
-        return f"{shown} is out of range: expected {limits.describe(isinstance(value, int))}."
+        return f"{shown} is not valid: expected {limits.describe(isinstance(value, int))}."
     return None
 
 

@@ -6,7 +6,7 @@ import re
 from argparse import ArgumentError
 from pathlib import Path
 
-from digitlab.config.bounded_yaml import ConfigTooLarge, check_size
+from digitlab.config.bounded_yaml import ConfigTooLarge, DuplicateKey, check_size, check_unique_keys
 from digitlab.training.compat import parser_actions
 from digitlab.utils.text import closest, did_you_mean
 
@@ -103,7 +103,8 @@ def _name_the_broken_file(args: list[str]) -> str | None:
             text = Path(value).read_text()
             check_size(text)
             yaml.safe_load(text)
-        except ConfigTooLarge as error:
+            check_unique_keys(text)
+        except (ConfigTooLarge, DuplicateKey) as error:
             return f"The config file {value} {error}."
         except yaml.YAMLError as error:
             where = getattr(error, "problem_mark", None)

@@ -112,7 +112,8 @@ class DigitLabCLI(LightningCLI):
         try:
             config = self.parser.parse_args(args)
         except (ArgumentError, UnicodeDecodeError) as error:  # the latter: a config file that is not text
-            raise UserError(nonfinite_option(args, self.run_subcommand) or explain(error, self.parser, self.run_subcommand, args)) from None
+            why = nonfinite_option(args, self.run_subcommand) or explain(error, self.parser, self.run_subcommand, args)
+            raise UserError(why) from None
         check_config(config)
         if config.get("seed_everything") is True:
             # Lightning would seed 0 every time ("No seed found"): a random seed, written into config.yaml so
