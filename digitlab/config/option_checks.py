@@ -63,7 +63,7 @@ OPTIONS: dict[tuple[str, str], Range] = {
     ("serve", "max_pixels"): Range(1, 2**30, unit="pixels"),
     ("sweep", "trials"): Range(1, 1_000_000),
     ("sweep", "timeout"): Range(0, low_inclusive=False, unit="seconds"),
-    # The Lightning subcommands' config: the settings Lightning takes unchecked (it divides by the counts);
+    # The Lightning subcommands' config: settings Lightning takes unchecked (it divides by some of them);
     # it refuses the others itself, in its own words (`checks.lightning_refusal`).
     (RUN, "seed_everything"): Range(0, 2**32 - 1),  # what seed_everything accepts (numpy's seeds)
     (RUN, "trainer.accumulate_grad_batches"): Range(1),
