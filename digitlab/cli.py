@@ -3,7 +3,6 @@ and user errors printed as one paragraph. `digitlab --help` and `report` need no
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import sys
@@ -11,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
+from digitlab.config.option_checks import OptionParser
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
 from digitlab.utils.tables import aligned_lines
 from digitlab.utils.text import closest, did_you_mean
@@ -51,13 +51,17 @@ def models_command(args: list[str]) -> None:
     import digitlab.models.registry  # noqa: F401  (the models, and so Lightning: seconds to import)
 
     _use_warning_format()  # again: Lightning's import put its own format in place
-    parser = argparse.ArgumentParser(
-        prog="digitlab models",
+    print_models(verbose=models_parser().parse_args(args).verbose)
+
+
+def models_parser() -> OptionParser:
+    parser = OptionParser(
+        "models",
         description="List the registered models: built-in ones and those of installed plugins (entry-point "
         "group 'digitlab.models'; DIGITLAB_DISABLE_PLUGINS=1 skips plugins).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show each model's init arguments")
-    print_models(verbose=parser.parse_args(args).verbose)
+    return parser
 
 
 _other_format_warning = warnings.formatwarning  # Lightning's, once `_use_warning_format` has run
@@ -83,12 +87,14 @@ class Subcommand:
 
     The function gets the arguments after the subcommand's name, or the whole argument list with
     `whole_argv` (LightningCLI parses the subcommand itself). Modules are imported only when their subcommand
-    runs, so `digitlab --help` needs neither Lightning nor torch.
+    runs, so `digitlab --help` needs neither Lightning nor torch. `parser` names the function that builds an
+    argparse subcommand's parser, so that tests can check every option.
     """
 
     summary: str
     target: str
     whole_argv: bool = False
+    parser: Optional[str] = None  # ``module:function`` that builds its argparse parser; None: LightningCLI's
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -96,14 +102,17 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.training.run:main", True),
     "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.run:main", True),
     "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.run:main", True),
-    "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command"),
+    "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command",
+                         parser="digitlab.cli:models_parser"),
     # The report's command with the sweep's folders added: the sweep extends the report, not the reverse.
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
-                         "digitlab.sweep.report:report_command"),
+                         "digitlab.sweep.report:report_command", parser="digitlab.report.command:report_parser"),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
-                         "digitlab.deploy.export:export_command"),
-    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command"),
-    "sweep": Subcommand("tune hyperparameters with Optuna, every trial a fit", "digitlab.sweep.command:sweep_command"),
+                         "digitlab.deploy.export:export_command", parser="digitlab.deploy.export:export_parser"),
+    "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command",
+                         parser="digitlab.deploy.serve.command:serve_parser"),
+    "sweep": Subcommand("tune hyperparameters with Optuna, every trial a fit", "digitlab.sweep.command:sweep_command",
+                         parser="digitlab.sweep.command:sweep_parser"),
 }
 
 

@@ -73,8 +73,9 @@ def load_yaml_text(text: str, where: str, load: Optional[Callable[[str], Any]] =
     bounds before any value is built."""
     try:
         check_size(text)
+        check_unique_keys(text)
         return (load or _safe_load)(text)
-    except ConfigTooLarge as error:
+    except (ConfigTooLarge, DuplicateKey) as error:
         raise UnreadableYaml(where, str(error)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -149,3 +150,29 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
     return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that sets one key twice; its message completes a sentence such as "The config file X ..."."""
+
+
+def check_unique_keys(text: str) -> None:
+    """Raise `DuplicateKey` if a mapping of `text`, a YAML document within the bounds of `check_size`, sets a
+    key twice: YAML loaders keep the last value silently, so a typo'd copy would win unseen."""
+    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias: the anchored node, already checked
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in lines:
+                        raise DuplicateKey(f"sets the key '{key.value}' twice (lines {lines[key.value]} and "
+                                           f"{key.start_mark.line + 1}), and YAML would keep only the last. Remove one")
+                    lines[key.value] = key.start_mark.line + 1
+        stack.extend(_children(node))

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from jsonargparse import get_loader, set_loader
 
-from digitlab.config.bounded_yaml import check_size
+from digitlab.config.bounded_yaml import check_size, check_unique_keys
 from digitlab.models.registry import get_model_entry
 
 MODEL_FLAGS = ("--model", "--model.class_path", "--model.help")
@@ -58,6 +58,7 @@ def register_yaml_loader() -> None:
 
     def load(text: str) -> Any:
         check_size(text)
+        check_unique_keys(text)
         return rewrite_model_config(yaml_load(text))
 
     set_loader(YAML_MODE, load, exceptions=(yaml.YAMLError,))

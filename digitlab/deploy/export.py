@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from digitlab.config.option_checks import OptionParser
 from digitlab.errors import UserError
 from digitlab.deploy.loading import TrainedModel, add_checkpoint_arguments, load_model, model_input
 from digitlab.utils.atomic import LinkAtTarget, atomic_output
@@ -48,23 +49,7 @@ class ExportNotWritten(UserError):
 
 def export_command(args: list[str]) -> None:
     """`digitlab export --ckpt_path PATH [--format onnx|torchscript] [--output FILE] [--data.data_dir DIR]`."""
-    parser = argparse.ArgumentParser(
-        prog="digitlab export",
-        description="Write a checkpoint's model as an ONNX or TorchScript file that runs without digitlab, and "
-        "check it against the checkpoint on the official 10,000 MNIST test images.",
-    )
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="default: onnx")
-    parser.add_argument("--output", help="the file to write (never overwritten). Default: in the current folder, "
-                        "MODEL-RUN-CHECKPOINT.onnx (or .pt), e.g. lenet5-version_0-last.onnx")
-    parser.add_argument("--data.data_dir", "--data_dir", dest="data_dir", help="the folder of the MNIST files for "
-                        "the check. Default: $DIGITLAB_DATA_DIR, else the folder the checkpoint was trained "
-                        "with (if it exists), else data/")
-    parser.add_argument("--data.download", dest="download", type=_boolean, default=True,
-                        help="download MNIST when it is not found (default: true)")
-    parser.add_argument("--data.verify", dest="verify", type=_boolean, default=True,
-                        help="check the test files against the official MNIST's MD5 (default: true)")
-    options = parser.parse_args(args)
+    options = export_parser().parse_args(args)
 
     trained = load_model(options.ckpt_path, options.default_root_dir)
     target = Path(options.output) if options.output else default_output(trained, options.format)
@@ -82,6 +67,26 @@ def export_command(args: list[str]) -> None:
                                     "This is a bug in the export of this model: please report it.")
     print(f"Wrote {target} ({options.format}, {trained.name} from {trained.path}).")
     print(f"Checked on the {len(labels):,} test images of {data_dir}: {report}.")
+
+
+def export_parser() -> OptionParser:
+    parser = OptionParser(
+        "export",
+        description="Write a checkpoint's model as an ONNX or TorchScript file that runs without digitlab, and "
+        "check it against the checkpoint on the official 10,000 MNIST test images.",
+    )
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="default: onnx")
+    parser.add_argument("--output", help="the file to write (never overwritten). Default: in the current folder, "
+                        "MODEL-RUN-CHECKPOINT.onnx (or .pt), e.g. lenet5-version_0-last.onnx")
+    parser.add_argument("--data.data_dir", "--data_dir", dest="data_dir", help="the folder of the MNIST files for "
+                        "the check. Default: $DIGITLAB_DATA_DIR, else the folder the checkpoint was trained "
+                        "with (if it exists), else data/")
+    parser.add_argument("--data.download", dest="download", type=_boolean, default=True,
+                        help="download MNIST when it is not found (default: true)")
+    parser.add_argument("--data.verify", dest="verify", type=_boolean, default=True,
+                        help="check the test files against the official MNIST's MD5 (default: true)")
+    return parser
 
 
 def default_output(trained: TrainedModel, format: str) -> Path:

@@ -7,7 +7,6 @@ running elsewhere, which may fail and come back to be retried. Then it writes th
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import statistics
@@ -19,6 +18,7 @@ from typing import Optional
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from digitlab.config.option_checks import OptionParser
 from digitlab.errors import Stopped, UserError
 from digitlab.sweep.report import format_trials, write_marker
 from digitlab.sweep.results import write_results
@@ -41,8 +41,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def sweep_command(args: list[str]) -> None:
-    options, fit_args = _parser().parse_known_args(args)
-    _check_options(options)
+    options, fit_args = sweep_parser().parse_known_args(args)
     sweep = load_sweep_file(options.sweep)
     total = options.trials or sweep.trials
     name = options.name or sweep.path.stem
@@ -158,17 +157,9 @@ def _command_line(args: list[str]) -> str:
     return shlex.join(["digitlab", "sweep", *shown_args])
 
 
-def _check_options(options: argparse.Namespace) -> None:
-    if options.trials is not None and options.trials < 1:
-        raise UserError(f"--trials {options.trials}: a sweep needs at least one trial.")
-    if options.timeout is not None and options.timeout <= 0:
-        raise UserError(f"--timeout {options.timeout:g}: give a positive number of seconds.")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digitlab sweep",
-        allow_abbrev=False,  # every other option belongs to the run config: never guess at a prefix
+def sweep_parser() -> OptionParser:
+    parser = OptionParser(
+        "sweep",  # no option prefixes: every other option belongs to the run config, never guess at one
         description="Tune a model with Optuna: every trial is a `digitlab fit` with the run config given by the "
         "other options (--config FILE, --data.data_dir DIR, --trainer.max_epochs N, ...; see `digitlab fit "
         "--help`) and the trial's values from the search space. Runs go to lightning_logs/sweeps/NAME/trial_N/.",

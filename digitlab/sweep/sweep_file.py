@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomS
 PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
            "none": optuna.pruners.NopPruner}
 DEFAULT_SEED = 42
+TRY_OUT_TRIALS, TRY_OUT_STEPS = 3, 2  # the trial run of the sampler and pruner on a study in memory
 FILE_KEYS = ("space", "objective", "direction", "trials", "max_epochs", "sampler", "pruner", "heartbeat_interval",
              "grace_period")
 MAX_CHOICES = 1000  # every choice is tried in a run config before the sweep starts
@@ -165,6 +167,7 @@ def load_sweep_file(path: Path) -> SweepFile:
                         f"({sweep.heartbeat_interval} s), or live trials would be failed.")
     for make, name in ((sweep.make_sampler, "sampler"), (sweep.make_pruner, "pruner")):
         _try_to_build(make, name, where)
+    _try_out(sweep, where)
     return sweep
 
 
@@ -220,8 +223,8 @@ def _categorical(choices: Any, here: str) -> CategoricalDistribution:
 
 def _number(value: Any, name: str, integer: bool, here: str) -> float | int:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        expected = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        expected = "an integer" if integer else "a finite number"
         raise UserError(f"{here}: {name} must be {expected}, not {value!r}.")
     return value if integer else float(value)
 
@@ -245,8 +248,13 @@ def _component(spec: Any, known: dict[str, Any], what: str, where: str) -> tuple
 
 
 def _check_arguments(cls: type, arguments: dict[str, Any], what: str, where: str) -> None:
-    accepted = [name for name in inspect.signature(cls).parameters if name not in ("self", "args", "kwargs")]
+    parameters = inspect.signature(cls).parameters
+    accepted = [name for name in parameters if name not in ("self", "args", "kwargs")]
     _refuse_unknown(arguments, tuple(accepted), f"{where} {what}:", f"a setting of Optuna's {cls.__name__}")
+    for name in arguments:
+        if "Callable" in str(parameters[name].annotation):  # Optuna calls it only once it samples
+            raise UserError(f"{where} the {what}'s {name} takes a Python function, which a sweep file cannot "
+                            f"give. Remove {name}: Optuna's default is used.")
 
 
 def _try_to_build(make: Any, what: str, where: str) -> None:
@@ -256,6 +264,33 @@ def _try_to_build(make: Any, what: str, where: str) -> None:
             make()
     except (TypeError, ValueError) as error:
         raise UserError(f"{where} the {what}'s settings are not accepted by Optuna: {error}") from None
+
+
+def _try_out(sweep: SweepFile, where: str) -> None:
+    """Optuna checks some settings only while it samples or prunes: run them on a few trials of a study in
+    memory, so that a refusal comes now, as one paragraph, and not as a traceback in the first trial."""
+    def objective(trial: optuna.Trial) -> float:
+        for key, distribution in sweep.space.items():
+            suggest(trial, key, distribution)
+        for step in range(TRY_OUT_STEPS):
+            trial.report(0.0, step)
+            trial.should_prune()
+        return 0.0
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # not its "Trial 0 failed" with the traceback
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.create_study(sampler=sweep.make_sampler(), pruner=sweep.make_pruner(),
+                                        direction=sweep.direction)
+            study.optimize(objective, n_trials=TRY_OUT_TRIALS, catch=())
+    except (TypeError, ValueError, ArithmeticError) as error:  # the last: hyperband's reduction_factor 1
+        words = " ".join(str(error).split())[:300].rstrip(".") or type(error).__name__
+        raise UserError(f"{where} the sampler's or pruner's settings are not accepted by Optuna: {words}. Check "
+                        "them against Optuna's documentation of the class.") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _refuse_unknown(mapping: dict, allowed: tuple[str, ...], where: str, what: str) -> None:

@@ -3,21 +3,22 @@ starts, each as one paragraph. Lightning's own refusals are translated in one pl
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 
+from digitlab.config.option_checks import RUN, refusal
 from digitlab.errors import RunWarning, UserError
 
 MIN_CPU_PROCESSES = 4  # DDP on CPU processes is allowed up to max(this, the number of cores)
-POSITIVE_TRAINER_COUNTS = ("accumulate_grad_batches", "check_val_every_n_epoch")
-SEED_RANGE = (0, 2**32 - 1)  # what seed_everything accepts (numpy's seeds)
 LIGHTNING_ERRORS = (MisconfigurationException, ValueError, ImportError)  # how Lightning refuses a setting
 # ...and, while it makes the trainer (which only checks settings), as RuntimeError: two callbacks of one kind
 # whose states would collide.
@@ -27,19 +28,49 @@ LIGHTNING_PACKAGES = {"lightning", "lightning_fabric", "lightning_utilities", "p
 
 def check_config(config: Any) -> None:
     """What can be refused from the config alone, before anything is made."""
-    seed = config.get("seed_everything")
-    if not isinstance(seed, bool) and isinstance(seed, int) and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise UserError(f"seed_everything={seed} is out of range: expected {SEED_RANGE[0]} to {SEED_RANGE[1]}, "
-                        "or true for a random seed (false: no seeding).")
-    for key in POSITIVE_TRAINER_COUNTS:  # Lightning divides by these without checking them
-        value = config.trainer.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise UserError(f"trainer.{key}={value} is not valid: expected a positive integer. Fix it in the "
-                            f"config's trainer section or with `--trainer.{key}`.")
+    check_numbers(config)
     root = config.trainer.get("default_root_dir")
     if root and Path(root).exists() and not Path(root).is_dir():
         raise UserError(f"trainer.default_root_dir={root} is a file, not a folder: runs and checkpoints are written "
                         "under it. Give a folder (it is created if needed).")
+
+
+def check_numbers(config: Any) -> None:
+    """Every float in the config finite, and the numbers of `OPTIONS`' ``RUN`` entries in their range."""
+    for key, value in _numbers(config):
+        reason = refusal(RUN, key, value, f"{key}={value}")
+        if reason:
+            raise UserError(f"{reason} Fix it in the config or with `--{key}`.")
+
+
+def _numbers(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, number) for every int and float in `value`, nested lists and mappings included."""
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _numbers(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{key}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
+def nonfinite_option(args: list[str], subcommand: str) -> Optional[str]:
+    """The refusal of the first ``--key nan`` (or inf, -inf, 1e400) in `args`, which jsonargparse refuses
+    without a reason for some keys; None if there is none."""
+    for flag, value in [*zip(args, args[1:]), *(arg.partition("=")[::2] for arg in args if "=" in arg)]:
+        if not flag.startswith("--"):
+            continue
+        try:
+            number = float(value.strip().lstrip(".").replace("-.", "-"))
+        except ValueError:
+            continue
+        if not math.isfinite(number):
+            return (f"{flag} {value} is not valid: NaN and infinities are refused; give a finite number. "
+                    f"`digitlab {subcommand} --help` describes the options.")
+    return None
 
 
 def check_trainer(trainer: Trainer, val_split: Any) -> None:

@@ -30,7 +30,7 @@ from digitlab.models.registry import discover_models
 from digitlab.runs import checkpoints
 from digitlab.runs.folders import with_run_config
 from digitlab.training.callbacks import PredictionWriter
-from digitlab.training.checks import check_config
+from digitlab.training.checks import check_config, nonfinite_option
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 EPILOG = (
@@ -73,6 +73,7 @@ class DigitLabCLI(LightningCLI):
         kwargs.setdefault("prog", f"digitlab {self.run_subcommand}")
         kwargs.setdefault("epilog", EPILOG)
         kwargs.setdefault("exit_on_error", False)  # parse errors reach `parse`, which explains them
+        kwargs.setdefault("allow_abbrev", False)  # `--trainer.max_epoch` is a typo to refuse, not a prefix
         return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -113,7 +114,8 @@ class DigitLabCLI(LightningCLI):
         try:
             config = self.parser.parse_args(args)
         except (ArgumentError, UnicodeDecodeError) as error:  # the latter: a config file that is not text
-            raise UserError(explain(error, self.parser, self.run_subcommand, args)) from None
+            why = nonfinite_option(args, self.run_subcommand) or explain(error, self.parser, self.run_subcommand, args)
+            raise UserError(why) from None
         check_config(config)
         if config.get("seed_everything") is True:
             # Lightning would seed 0 every time ("No seed found"): a random seed, written into config.yaml so

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from digitlab.config.option_checks import OptionParser
 from digitlab.errors import UserError
 from digitlab.deploy.loading import add_checkpoint_arguments, load_model
 from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
@@ -25,7 +26,7 @@ GRACEFUL_STOP_SECONDS = 5
 
 
 def serve_command(args: list[str]) -> None:
-    options = _parser().parse_args(args)
+    options = serve_parser().parse_args(args)
     _check_options(options)
     # One torch thread in this process and in LitServe's HTTP server, which is forked from it and prepares the
     # pictures: preparing one is many small operations, for which OpenMP's threads cost far more than they bring,
@@ -125,11 +126,8 @@ def build_server(ckpt_path: str, options: argparse.Namespace):
 
 
 def _check_options(options: argparse.Namespace) -> None:
-    for name in ("max_batch_size", "timeout", "max_body_bytes", "max_pixels"):
-        if not getattr(options, name) > 0:
-            raise UserError(f"--{name} {getattr(options, name)} is not valid: expected a positive number.")
-    if options.batch_timeout < 0:
-        raise UserError(f"--batch_timeout {options.batch_timeout} is not valid: expected 0 or more seconds.")
+    """What the table of option checks (`digitlab.config.option_checks`) cannot say: options against each other
+    and against the machine."""
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if options.accelerator in available and not available[options.accelerator]():
         raise UserError(f"--accelerator {options.accelerator}: this machine has none that torch can use. Use "
@@ -168,9 +166,9 @@ def _listening_socket(host: str) -> socket.socket:
     return listener
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="digitlab serve",
+def serve_parser() -> OptionParser:
+    parser = OptionParser(
+        "serve",
         description="Serve a checkpoint over HTTP with LitServe: POST /predict takes a picture (PNG or JPEG bytes, or "
         'JSON {"image": 28x28 numbers in [0, 1]}) and answers {"digit": d, "probabilities": [10 numbers]}; '
         "GET / is a page to draw a digit on; GET /health says ok once the model is loaded.",
