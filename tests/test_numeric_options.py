@@ -80,7 +80,7 @@ def test_argparse_options_refuse_numbers_that_cannot_work(name, option, value, t
     assert_nothing_written(tmp_path, set())
 
 
-@pytest.mark.parametrize("name, option, value", [("serve", "--max_batch", "4"), ("serve", "--port=8", "x"),
+@pytest.mark.parametrize("name, option, value", [("serve", "--max_batch", "4"), ("serve", "--time", "3"),
                                                  ("export", "--form", "onnx"), ("sweep", "--trial", "3"),
                                                  ("report", "--sor", "lr"), ("models", "--verb", "")])
 def test_argparse_options_are_never_prefix_matched(name, option, value, tmp_path, digitlab_main):

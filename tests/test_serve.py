@@ -318,7 +318,7 @@ def in_process(checkpoint):
     from starlette.testclient import TestClient
 
     from digitlab.deploy.serve.api import DigitAPI
-    from digitlab.deploy.serve.command import _parser, build_server
+    from digitlab.deploy.serve.command import build_server, serve_parser
     from digitlab.deploy.serve.middleware import PreparePictures
 
     api = DigitAPI(str(checkpoint), max_batch_size=4, batch_timeout=0.005)
@@ -336,7 +336,7 @@ def in_process(checkpoint):
         [probabilities] = api.unbatch(api.predict(api.batch([api.decode_request(await request.json())])))
         await JSONResponse(api.encode_response(probabilities))(scope, receive, send)
 
-    options = _parser().parse_args(["--ckpt_path", str(checkpoint), *(f"--{k}={v}" for k, v in LIMITS.items())])
+    options = serve_parser().parse_args(["--ckpt_path", str(checkpoint), *(f"--{k}={v}" for k, v in LIMITS.items())])
     server = build_server(str(checkpoint), options)
     client = TestClient(PreparePictures(answer, path="/predict", **LIMITS))  # no lifespan: only requests
     return argparse.Namespace(client=client, server=server, api=api)
