@@ -129,8 +129,8 @@ def build_run(
     """
     config, subcommand = parsed.config, parsed.subcommand
     with _CleanupOnFailure() as cleanup:
-        if config.get("seed_everything") is not False:
-            seed_everything(config.seed_everything, workers=True)
+        if config.get("seed_everything") is not False:  # again: parsing seeded, and a caller may have drawn since
+            seed_everything(config.seed_everything, workers=True, verbose=False)
         instantiated = parsed.cli.parser.instantiate_classes(config)
         model, datamodule = instantiated.model, instantiated.data
         trainer_kwargs = {**instantiated.trainer}
