@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
-from digitlab.errors import UserError
+from digitlab.errors import SkippedFileWarning, UserError
 from digitlab.report.metrics import read_events, read_metrics_csv
 from digitlab.report.run import Run
 from digitlab.report.run_files import CONFIG, EVENTS, METRICS_CSV, newest_checkpoint, regular_files
@@ -83,7 +84,13 @@ def load_runs(log_dirs: list[Path]) -> list[Run]:
                             "lightning_logs/version_N/.")
         labels = {path: _label(path, log_dir, len(log_dirs) > 1, log_dir in found) for path in found}
         for path in found:
-            run = read_run(path, labels[path])
+            try:
+                run = read_run(path, labels[path])
+            except OSError as error:  # a disk error (EIO), no permission: one bad run never stops the report
+                reason = error.strerror or str(error) or type(error).__name__
+                warnings.warn(f"{path}: cannot be read ({reason}); this run is left out of the report",
+                              SkippedFileWarning, stacklevel=2)
+                continue
             run.of = labels.get(path.parent) if run.kind != "fit" else None
             runs.append(run)
     return runs

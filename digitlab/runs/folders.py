@@ -33,8 +33,20 @@ def next_number(root: Path, prefix: str) -> int:
     return max(numbers, default=-1) + 1
 
 
+def check_runs_folder(root: Path) -> None:
+    """Refuse a runs' folder (``lightning_logs``, a sweep's folder) that is, or lies under, something other than
+    a folder: mkdir would fail with a traceback, and nothing must be created beside a file digitlab did not make."""
+    for path in (root, *root.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():  # a file, a FIFO, a dangling symlink
+            raise UserError(f"{path} is not a folder, but runs are written under it ({root}). Move it away, or "
+                            "write the runs elsewhere with --trainer.default_root_dir DIR.")
+
+
 def claim(root: Path, prefix: str = RUN_PREFIX) -> Path:
     """Create and return a new folder ``root/{prefix}N``, N the next free number, never one that exists."""
+    check_runs_folder(root)
     if rank_zero_only.rank != 0:  # the folder rank 0 claims: other ranks only need its name, never write in it
         return root / f"{prefix}{next_number(root, prefix)}"
     root.mkdir(parents=True, exist_ok=True)
@@ -52,6 +64,7 @@ def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
     """``root/version_{job_id}``, Lightning's run folder for a SLURM job: every rank knows the job's id, and a
     requeued job (SLURM_RESTART_COUNT set) continues in its own folder."""
     folder = root / f"{RUN_PREFIX}{job_id}"
+    check_runs_folder(root)
     if rank_zero_only.rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         try:

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab.config.option_checks import OptionParser
 from digitlab.errors import Stopped, UserError
+from digitlab.runs.folders import check_runs_folder
 from digitlab.sweep.report import format_trials, write_marker
 from digitlab.sweep.results import write_results
 from digitlab.sweep.run_config import load_run_config
@@ -38,6 +39,7 @@ from digitlab.sweep.trial import SweepSetup, run_and_tell
 from digitlab.training.run import quiet_lightning_notices
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 100  # a folder name and a study name: well under the 255 bytes a file name may have
 
 
 def sweep_command(args: list[str]) -> None:
@@ -45,6 +47,9 @@ def sweep_command(args: list[str]) -> None:
     sweep = load_sweep_file(options.sweep)
     total = options.trials or sweep.trials
     name = options.name or sweep.path.stem
+    if len(name) > MAX_NAME:
+        raise UserError(f"The sweep name {name[:40]!r}... is {len(name)} characters long; it names a folder and a "
+                        f"study, and may have at most {MAX_NAME}. Pass a shorter --name NAME.")
     if not NAME.fullmatch(name):
         raise UserError(f"The sweep name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder and "
                         "a study). Pass --name NAME.")
@@ -80,6 +85,7 @@ def sweep_command(args: list[str]) -> None:
 def _open_study(storage_option: Optional[str], folder: Path, name: str, sweep) -> tuple:
     """The storage and the sweep's study. Nothing is created before every check has passed, except the sweep
     folder that a new SQLite database needs."""
+    check_runs_folder(folder)
     new_database = storage_option is None and not (folder / DEFAULT_DATABASE).exists()
     if new_database:
         _refuse_foreign_trials(folder, name)

@@ -28,6 +28,7 @@ IDENTITY_ATTR = "digitlab_sweep"  # the study's user attribute holding its searc
 # worker killed) does not count: its place goes to a new trial, or to its retry.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 DEFAULT_DATABASE = "study.db"
+SQLITE_HEADER = b"SQLite format 3\0"  # the first 16 bytes of every SQLite database file
 
 
 def storage_url(url: Optional[str], folder: Path) -> str:
@@ -59,6 +60,8 @@ def open_storage(url: str, sweep: SweepFile) -> RDBStorage:
         raise UserError(f"--storage {shown(url)} is not a storage digitlab sweeps can use: give "
                         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (several workers) or sqlite:///FILE.db "
                         "(one machine); without --storage the sweep keeps a SQLite file in its folder.")
+    if backend == "sqlite":
+        check_sqlite_file(url)
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if backend == "postgresql" else {"timeout": 60}
     engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": True}
     try:
@@ -74,9 +77,43 @@ def open_storage(url: str, sweep: SweepFile) -> RDBStorage:
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ImportError, OSError) as error:
         reason = " ".join(str(getattr(error, "orig", None) or error).split("(Background on")[0].split())
         reason = reason[:400].rstrip(".") + ("" if reason[:400].endswith(("?", "!")) else ".")
-        raise UserError(f"Cannot open the sweep's storage {shown(url)}: {reason} Check that the server "
-                        "runs and accepts connections from this machine (host, port, user, password, database "
-                        "name), or leave out --storage to keep the study in a SQLite file.") from None
+        hint = ("Check that its folder is writable by you, or leave out --storage to keep the study in the sweep's "
+                "folder (the default)." if backend == "sqlite" else
+                "Check that the server runs and accepts connections from this machine (host, port, user, password, "
+                "database name), or leave out --storage to keep the study in a SQLite file.")
+        raise UserError(f"Cannot open the sweep's storage {shown(url)}: {reason} {hint}") from None
+
+
+def check_sqlite_file(url: str) -> None:
+    """Refuse a SQLite path that is not a database (or a new one) before SQLAlchemy opens it: SQLite would
+    fail only after the sweep had made its lock file beside it, and might write into a file it does not own."""
+    database = sqlalchemy.engine.make_url(url).database
+    if not database:
+        return
+    path = Path(database)
+    given = f"The sweep's storage {shown(url)} names {path}"
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise UserError(f"{given}, but its folder {path.parent} {what}. Create the folder first, or give a "
+                        "database path in an existing folder (or leave out --storage).")
+    if path.is_dir():
+        raise UserError(f"{given}, which is a folder, not a database file. Give a file path such as "
+                        f"{path / DEFAULT_DATABASE}, or leave out --storage.")
+    if not path.exists():
+        return  # a new database: SQLite creates it
+    if not path.is_file():
+        raise UserError(f"{given}, which is not a regular file (a device, a FIFO or a socket), so it cannot hold "
+                        "a database. Give the path of an SQLite database file, or of a new one.")
+    try:
+        with path.open("rb") as stream:
+            header = stream.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise UserError(f"{given}, which cannot be read ({error.strerror or error}). Give the path of an "
+                        "SQLite database file you can read and write, or of a new one.") from None
+    if header and header != SQLITE_HEADER:  # an empty file is a new database to SQLite
+        raise UserError(f"{given}, which is not an SQLite database (it does not start with SQLite's header), and "
+                        "digitlab never writes into a file it did not make. Give the path of a sweep's database, "
+                        "or of a new file.")
 
 
 @contextmanager
