@@ -183,6 +183,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(write, said, data, tmp_path
     assert_no_run_folder(tmp_path)
 
 
+@pytest.mark.slow  # a new process, so that a hang fails the test instead of blocking the suite
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 @pytest.mark.parametrize("subcommand", ["test", "export"])
 def test_a_fifo_is_refused_without_opening_it(subcommand, data, tmp_path):

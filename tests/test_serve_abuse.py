@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 from digitlab.deploy.serve.command import GRACEFUL_STOP_SECONDS
 from test_serve import Server, _group_ends, assert_answer, checkpoint, expected, pictures, png, post, start_server
 
+pytestmark = pytest.mark.slow  # every test here starts a server
+
 __all__ = ["checkpoint", "expected", "pictures"]  # fixtures shared with test_serve
 TIMEOUT = 10  # the server's --timeout: also how long a picture may wait for its turn
 
