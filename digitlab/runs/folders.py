@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -74,6 +74,46 @@ def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
                             "and digitlab never writes into an earlier run. Move it away, or set "
                             "trainer.default_root_dir to another folder.") from None
     return folder
+
+
+def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()) -> Optional[Path]:
+    """The run folder of a logger given an explicit version (``save_dir/name/version_5``, or the string version),
+    claimed with one ``mkdir`` before any logger writes: of two runs started together, one gets it and the other
+    is refused, writing nothing. None for a logger whose folder digitlab chooses or that writes none."""
+    init_args = spec.get("init_args") or {}
+    version = init_args.get("version")
+    if version is None or not {"save_dir", "name"} <= set(init_args):
+        return None
+    name = f"{RUN_PREFIX}{version}" if isinstance(version, int) else str(version)  # as Lightning names it
+    folder = Path(init_args["save_dir"] or ".") / (init_args["name"] or "") / name
+    if rank_zero_only.rank != 0 or folder in claimed:  # rank 0 claims it once, for all the run's loggers
+        return folder
+    if requeued and folder.is_dir():  # a requeued SLURM job continues in its own folder: nothing to claim
+        return None
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:  # even an empty one: it may be another run's, claimed a moment ago
+        raise UserError(f"The run folder {folder} already exists and digitlab never writes into an earlier run. "
+                        "Leave the logger's version unset (a new version_N is chosen), or pick an unused version."
+                        ) from None
+    return folder
+
+
+def requeued_resume(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
+    """What the fit of a requeued SLURM job (SLURM_RESTART_COUNT set) resumes from: for ``--ckpt_path last`` or
+    none, its own ``version_{job id}/checkpoints/last.ckpt`` (not the newest of all runs), unless Lightning has
+    its hpc checkpoint to resume from; any other `ckpt_path` as given."""
+    job_id = SLURMEnvironment.job_id()
+    if job_id is None or not os.environ.get("SLURM_RESTART_COUNT") or ckpt_path not in (None, "last"):
+        return ckpt_path
+    root_dir = Path(trainer_config.get("default_root_dir") or ".")
+    if ckpt_path is None and any(root_dir.glob("hpc_ckpt_*.ckpt")):
+        return None  # Lightning resumes from its own, newer, hpc checkpoint
+    last = layout.logs_root(trainer_config) / f"{RUN_PREFIX}{job_id}" / layout.CHECKPOINTS / layout.LAST_CHECKPOINT
+    if not last.is_file():
+        return None  # stopped before its first checkpoint: it starts again from the beginning
+    print(f"digitlab: requeued SLURM job {job_id} resumes from {last}", file=sys.stderr)
+    return str(last)
 
 
 def release_if_empty(folder: Optional[Path]) -> None:

@@ -28,7 +28,7 @@ from digitlab.errors import UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import discover_models
 from digitlab.runs import checkpoints
-from digitlab.runs.folders import with_run_config
+from digitlab.runs.folders import requeued_resume, with_run_config
 from digitlab.training.callbacks import PredictionWriter
 from digitlab.training.checks import check_config, nonfinite_option
 
@@ -129,7 +129,10 @@ class DigitLabCLI(LightningCLI):
         class paths, then merge what is left into the config. LightningCLI would merge a checkpoint's
         hyperparameters unchecked, and jsonargparse imports every class path it meets."""
         config = self.config
-        config.ckpt_path = checkpoints.resolve(config.get("ckpt_path"), config.trainer)
+        ckpt_path = config.get("ckpt_path")
+        if self.run_subcommand == "fit":
+            ckpt_path = requeued_resume(ckpt_path, config.trainer)
+        config.ckpt_path = checkpoints.resolve(ckpt_path, config.trainer)
         if not config.ckpt_path:
             return
         self.checkpoint = checkpoints.load(config.ckpt_path, config.get("weights_only"))

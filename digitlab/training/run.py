@@ -33,7 +33,7 @@ from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
 from digitlab.runs import checkpoints, layout
 from digitlab.runs.layout import logger_specs, writes_run_folder
-from digitlab.runs.folders import claim_run_folder, discard_unstarted, release_if_empty
+from digitlab.runs.folders import claim_fixed_version, claim_run_folder, discard_unstarted, release_if_empty
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import stop_report
@@ -76,13 +76,14 @@ class Run:
     claimed_folder: Optional[Path]  # `folder` if `build_run` claimed it: removed again if the run is refused
     method_kwargs: dict[str, Any] = field(default_factory=dict)  # Trainer.<subcommand>'s options (ckpt_path ...)
     checkpoint: Optional[dict[str, Any]] = None  # --ckpt_path's content, until checked against the model
+    fixed_folders: list[Path] = field(default_factory=list)  # explicit versions' folders, claimed by `build_run`
 
     def execute(self) -> None:
         """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
 
         Ctrl-C and SIGTERM stop a fit after its batch and raise `Stopped`; a setting Lightning refuses before
         training starts raises `UserError`; a refused run leaves no run folder behind."""
-        with _CleanupOnFailure(self.claimed_folder):
+        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders):
             if self.checkpoint is not None:
                 checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
                 if self.subcommand != "fit":  # an evaluation of NaN weights would report a meaningless score
@@ -136,6 +137,8 @@ def build_run(
         trainer_kwargs = {**instantiated.trainer}
         if not trainer_kwargs.get("fast_dev_run"):
             specs = logger_specs(config.trainer.get("logger"), str(config.trainer.get("default_root_dir") or "."))
+            for spec in specs:  # explicit versions: claimed before any logger writes, as a new version_N is
+                cleanup.claim_fixed(spec)
             if folder is None and any(writes_run_folder(spec) for spec in specs):
                 folder = cleanup.claim(subcommand, config)
             trainer_kwargs["logger"] = build_loggers(specs, folder, model_name(config.model), extra_hparams,
@@ -153,7 +156,7 @@ def build_run(
         skip_idle_batch_hooks(trainer.callbacks)
     method_kwargs = {key: config.get(key) for key in parsed.cli.method_arguments}
     return Run(subcommand, config, model, datamodule, trainer, folder, cleanup.folder, method_kwargs,
-               parsed.cli.checkpoint)
+               parsed.cli.checkpoint, cleanup.fixed)
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
@@ -161,6 +164,8 @@ class SaveConfigToRunFolder(SaveConfigCallback):
     would write it into the working folder, and refuse the next such run)."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if _requeued() and trainer.log_dir and (Path(trainer.log_dir) / self.config_filename).is_file():
+            return  # a requeued SLURM job keeps the config its first start wrote (Lightning would refuse)
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
 
@@ -208,8 +213,13 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     return plugins
 
 
+def _requeued() -> bool:
+    """Whether this is a requeued SLURM job, which continues in its own run folder on purpose."""
+    return bool(os.environ.get("SLURM_RESTART_COUNT"))
+
+
 def _refuse_existing_run_folder(trainer: Trainer, subcommand: str) -> None:
-    if os.environ.get("SLURM_RESTART_COUNT"):  # a requeued SLURM job resumes in its own folder on purpose
+    if _requeued():
         return
     if trainer.loggers:
         # digitlab claims a new folder by default; an explicitly chosen version must not be reused.
@@ -239,8 +249,14 @@ class _CleanupOnFailure:
     """On the way out of a failure: a run folder claimed here that holds nothing is removed, and one refused by
     a user mistake before anything was trained is discarded (it holds only what every run writes first)."""
 
-    def __init__(self, folder: Optional[Path] = None) -> None:
+    def __init__(self, folder: Optional[Path] = None, fixed: Sequence[Path] = ()) -> None:
         self.folder = folder
+        self.fixed = list(fixed)  # the folders of loggers with an explicit version, claimed here
+
+    def claim_fixed(self, spec: dict[str, Any]) -> None:
+        folder = claim_fixed_version(spec, requeued=_requeued(), claimed=self.fixed)
+        if folder is not None and folder not in self.fixed:  # a TensorBoard and a CSV logger may share one
+            self.fixed.append(folder)
 
     def claim(self, subcommand: str, config: Namespace) -> Path:
         self.folder = claim_run_folder(subcommand, layout.logs_root(config.trainer), config.get("ckpt_path"))
@@ -252,9 +268,10 @@ class _CleanupOnFailure:
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         if error is None:
             return
-        if isinstance(error, UserError) and error.exit_code == 2:
-            discard_unstarted(self.folder)
-        release_if_empty(self.folder)
+        for folder in (self.folder, *self.fixed):
+            if isinstance(error, UserError) and error.exit_code == 2:
+                discard_unstarted(folder)
+            release_if_empty(folder)
 
 
 def quiet_lightning_notices() -> None:
