@@ -76,6 +76,11 @@ def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
     return folder
 
 
+def requeued() -> bool:
+    """Whether this is a requeued SLURM job (SLURM_RESTART_COUNT set), which continues in its own run folder."""
+    return bool(os.environ.get("SLURM_RESTART_COUNT"))
+
+
 def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()) -> Optional[Path]:
     """The run folder of a logger given an explicit version (``save_dir/name/version_5``, or the string version),
     claimed with one ``mkdir`` before any logger writes: of two runs started together, one gets it and the other
@@ -93,10 +98,14 @@ def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()
     try:
         folder.mkdir(parents=True)
     except FileExistsError:  # even an empty one: it may be another run's, claimed a moment ago
-        raise UserError(f"The run folder {folder} already exists and digitlab never writes into an earlier run. "
-                        "Leave the logger's version unset (a new version_N is chosen), or pick an unused version."
-                        ) from None
+        raise earlier_run(folder) from None
     return folder
+
+
+def earlier_run(folder: Any) -> UserError:
+    """The refusal of a logger's explicitly chosen run folder that an earlier (or a concurrent) run holds."""
+    return UserError(f"The run folder {folder} already exists and digitlab never writes into an earlier run. "
+                     "Leave the logger's version unset (a new version_N is chosen), or pick an unused version.")
 
 
 def requeued_resume(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
@@ -104,7 +113,7 @@ def requeued_resume(ckpt_path: Optional[str], trainer_config: Any) -> Optional[s
     none, its own ``version_{job id}/checkpoints/last.ckpt`` (not the newest of all runs), unless Lightning has
     its hpc checkpoint to resume from; any other `ckpt_path` as given."""
     job_id = SLURMEnvironment.job_id()
-    if job_id is None or not os.environ.get("SLURM_RESTART_COUNT") or ckpt_path not in (None, "last"):
+    if job_id is None or not requeued() or ckpt_path not in (None, "last"):
         return ckpt_path
     root_dir = Path(trainer_config.get("default_root_dir") or ".")
     if ckpt_path is None and any(root_dir.glob("hpc_ckpt_*.ckpt")):
@@ -156,7 +165,7 @@ def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str])
         return claim((run_folder_of(ckpt_path) if ckpt_path else None) or logs_root, f"{subcommand}_")
     job_id = SLURMEnvironment.job_id()
     if job_id is not None:
-        return claim_job_folder(logs_root, job_id, requeued=bool(os.environ.get("SLURM_RESTART_COUNT")))
+        return claim_job_folder(logs_root, job_id, requeued=requeued())
     return claim(logs_root)
 
 

@@ -14,7 +14,6 @@ seed; `Run.execute` runs the subcommand and turns Lightning's refusals and signa
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,8 @@ from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
 from digitlab.runs import checkpoints, layout
 from digitlab.runs.layout import logger_specs, writes_run_folder
-from digitlab.runs.folders import claim_fixed_version, claim_run_folder, discard_unstarted, release_if_empty
+from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discard_unstarted, earlier_run,
+                                   release_if_empty, requeued)
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import stop_report
@@ -164,7 +164,7 @@ class SaveConfigToRunFolder(SaveConfigCallback):
     would write it into the working folder, and refuse the next such run)."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if _requeued() and trainer.log_dir and (Path(trainer.log_dir) / self.config_filename).is_file():
+        if requeued() and trainer.log_dir and (Path(trainer.log_dir) / self.config_filename).is_file():
             return  # a requeued SLURM job keeps the config its first start wrote (Lightning would refuse)
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
@@ -213,22 +213,14 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
     return plugins
 
 
-def _requeued() -> bool:
-    """Whether this is a requeued SLURM job, which continues in its own run folder on purpose."""
-    return bool(os.environ.get("SLURM_RESTART_COUNT"))
-
-
 def _refuse_existing_run_folder(trainer: Trainer, subcommand: str) -> None:
-    if _requeued():
+    if requeued():
         return
     if trainer.loggers:
         # digitlab claims a new folder by default; an explicitly chosen version must not be reused.
         log_dir = trainer.log_dir
         if log_dir and _holds_files(Path(log_dir)):
-            raise UserError(
-                f"The run folder {log_dir} already exists and digitlab never writes into an earlier run. "
-                "Leave the logger's version unset (a new version_N is chosen), or pick an unused version."
-            )
+            raise earlier_run(log_dir)
     elif subcommand == "fit":
         # Without a logger there is no run folder: checkpoints go to default_root_dir/checkpoints, where
         # an earlier run's best and last checkpoints would be overwritten.
@@ -254,7 +246,7 @@ class _CleanupOnFailure:
         self.fixed = list(fixed)  # the folders of loggers with an explicit version, claimed here
 
     def claim_fixed(self, spec: dict[str, Any]) -> None:
-        folder = claim_fixed_version(spec, requeued=_requeued(), claimed=self.fixed)
+        folder = claim_fixed_version(spec, requeued=requeued(), claimed=self.fixed)
         if folder is not None and folder not in self.fixed:  # a TensorBoard and a CSV logger may share one
             self.fixed.append(folder)
 
