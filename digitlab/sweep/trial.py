@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
