@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.config.option_checks import OptionParser
-from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, UserError
+from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, StopSignal, UserError
+from digitlab.utils import stop_requests
 from digitlab.utils.tables import aligned_lines
 from digitlab.utils.text import closest, did_you_mean
 
@@ -128,25 +129,45 @@ def usage() -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    command = f"digitlab {args[0]}" if args else "digitlab"
+    stop_requests.install()
     try:
-        if not args or args[0] in ("-h", "--help"):
-            print(usage())
-            return
-        command = SUBCOMMANDS.get(args[0])
-        if command is None:
-            hint = did_you_mean(closest(args[0], SUBCOMMANDS))
-            raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
-                            f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
-        module_name, _, function_name = command.target.partition(":")
-        function = getattr(importlib.import_module(module_name), function_name)
-        _use_warning_format()  # after the import, which may have brought Lightning and its warning format
-        function(args if command.whole_argv else args[1:])
+        _run(args)
+    except StopSignal as stop:  # a stop the subcommand did not report itself: where nothing is half-written
+        print(f"digitlab: stopped: by {stop.name} before `{command}` had finished; nothing it had not "
+              "reported is written. Run it again.", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
             raise
         print(f"digitlab: {user_error.label}: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
+    finally:
+        if argv is None:  # the console script: what is left is the interpreter's shutdown
+            stop_requests.exit_at_once_from_now()
+        else:
+            stop_requests.uninstall()
+    request = stop_requests.requested()
+    if request is not None:  # it came as the subcommand finished: its work is done, and the signal is answered
+        print(f"digitlab: stopped: by {request.name} after `{command}` had finished: everything it "
+              "reported is written.", file=sys.stderr)
+        sys.exit(request.exit_code)
+
+
+def _run(args: list[str]) -> None:
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command = SUBCOMMANDS.get(args[0])
+    if command is None:
+        hint = did_you_mean(closest(args[0], SUBCOMMANDS))
+        raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
+                        f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
+    module_name, _, function_name = command.target.partition(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    _use_warning_format()  # after the import, which may have brought Lightning and its warning format
+    function(args if command.whole_argv else args[1:])
 
 
 def _user_error(error: Optional[BaseException]) -> Optional[UserError]:

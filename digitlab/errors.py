@@ -48,16 +48,26 @@ class CheckpointNotWritten(UserError):
 
 
 class Stopped(UserError):
-    """A run stopped by Ctrl-C or SIGTERM after its current batch; the message says what was saved."""
+    """A run stopped by Ctrl-C or SIGTERM; the message says what was saved."""
 
     label = "stopped"
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, *, nothing_done: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.nothing_done = nothing_done  # stopped before anything worth keeping: its run folder is discarded
 
 
 class PredictionsNotWritten(UserError):
     """The predictions were made and printed, but their CSV file could not be written (a full disk, say)."""
 
     exit_code = 1
+
+
+class StopSignal(BaseException):
+    """Ctrl-C or SIGTERM, raised where the program was (see `digitlab.utils.stop_requests`). Not an `Exception`:
+    like `KeyboardInterrupt`, it unwinds past handlers of errors. `at_once`: a second signal forced the stop."""
+
+    def __init__(self, name: str, exit_code: int, *, at_once: bool = False) -> None:
+        super().__init__(name)
+        self.name, self.exit_code, self.at_once = name, exit_code, at_once

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import optuna
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 from digitlab.config.option_checks import OptionParser
-from digitlab.errors import Stopped, UserError
+from digitlab.errors import StopSignal, Stopped, UserError
 from digitlab.runs.folders import check_runs_folder
 from digitlab.sweep.report import format_trials, write_marker
 from digitlab.sweep.results import write_results
@@ -27,6 +25,7 @@ from digitlab.sweep.run_config import load_run_config
 from digitlab.sweep.storage import (
     COUNTED,
     DEFAULT_DATABASE,
+    Claim,
     WAIT,
     claim_trial,
     load_study,
@@ -37,6 +36,7 @@ from digitlab.sweep.storage import (
 from digitlab.sweep.sweep_file import load_sweep_file
 from digitlab.sweep.trial import SweepSetup, run_and_tell
 from digitlab.training.run import quiet_lightning_notices
+from digitlab.utils import stop_requests
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 100  # a folder name and a study name: well under the 255 bytes a file name may have
@@ -66,15 +66,17 @@ def sweep_command(args: list[str]) -> None:
          f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
     try:
         mine = _work(study, storage, setup, total, options.timeout)
-    except Stopped as stop:  # a trial's fit stopped after its batch (see digitlab/training/callbacks/interrupt.py)
-        _stopped(name, "Ctrl-C" if stop.exit_code == 130 else "SIGTERM", stop.exit_code)
-    except KeyboardInterrupt:  # outside a fit, or a second Ctrl-C
-        _stopped(name, "Ctrl-C", 130)
-    except SIGTERMException:
-        _stopped(name, "SIGTERM", 143)
-    print(format_trials(study, folder, "table"))
-    for line in write_results(study, folder, sweep.objective, bool(run_config.config.get("test_after_fit", True))):
-        _say(line)
+    except (Stopped, StopSignal) as stop:  # in a trial's fit (stopped after its batch), or between trials
+        _stopped(f"sweep {name} stopped by {_short(stop.exit_code)}; the running trial (if any) is marked FAIL and "
+                 "does not count. Run the same command again to continue the sweep.", stop.exit_code)
+    try:
+        print(format_trials(study, folder, "table"))
+        for line in write_results(study, folder, sweep.objective, bool(run_config.config.get("test_after_fit", True))):
+            _say(line)
+    except StopSignal as stop:
+        _stopped(f"sweep {name} stopped by {_short(stop.exit_code)} while writing its results; every trial is in the "
+                 "study, and no results file is half-written. Run the same command again to write them.",
+                 stop.exit_code)
     overheads = [t.duration.total_seconds() - t.user_attrs["fit_seconds"] for t in mine
                  if t.duration is not None and "fit_seconds" in t.user_attrs]
     if overheads:
@@ -102,7 +104,10 @@ def _work(study: optuna.Study, storage, setup: SweepSetup, total: int, timeout: 
     """Claim and run trials until the study is done (or `timeout` seconds have passed); this worker's trials."""
     started, mine, waiting = time.monotonic(), [], False
     while timeout is None or time.monotonic() - started < timeout:
-        claim = claim_trial(study, storage, total)
+        with stop_requests.deferred(raise_at_end=False):  # a claimed trial is told how it ended: see run_and_tell
+            claim = claim_trial(study, storage, total)
+        if not isinstance(claim, Claim):
+            stop_requests.raise_pending()
         if claim is None:
             return mine
         if claim == WAIT:
@@ -147,10 +152,13 @@ def _refuse_foreign_trials(folder: Path, name: str) -> None:
                         "this storage. Give this sweep another --name, or move that folder away.")
 
 
-def _stopped(name: str, how: str, code: int) -> None:
-    print(f"digitlab: sweep {name} stopped by {how}; the running trial (if any) is marked FAIL and does not count. "
-          "Run the same command again to continue the sweep.", file=sys.stderr)
+def _stopped(message: str, code: int) -> None:
+    print(f"digitlab: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _short(exit_code: int) -> str:
+    return "Ctrl-C" if exit_code == 130 else "SIGTERM"
 
 
 def _say(line: str) -> None:

@@ -25,8 +25,7 @@ class ReportToOptuna(Callback):
     the end of the last one).
 
     `best` is the best value seen (the trial's result: the checkpoint kept is the best epoch's too);
-    `pruned_after` the number of validations when the trial was pruned; `exception` what stopped the fit, if
-    anything did (Lightning turns Ctrl-C into `SystemExit`; this keeps the `KeyboardInterrupt`).
+    `pruned_after` the number of validations when the trial was pruned.
     """
 
     def __init__(self, trial: optuna.Trial, objective: str, maximize: bool) -> None:
@@ -36,7 +35,6 @@ class ReportToOptuna(Callback):
         self.validations = 0
         self.best: Optional[float] = None
         self.pruned_after: Optional[int] = None
-        self.exception: Optional[BaseException] = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_pruned(trainer, 0.0)
@@ -62,9 +60,6 @@ class ReportToOptuna(Callback):
     def _log_pruned(trainer: Trainer, value: float) -> None:
         for logger in trainer.loggers:  # the run's own record (TensorBoard: Scalars and HParams)
             logger.log_metrics({PRUNED_METRIC: value}, step=trainer.global_step)
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self.exception = exception
 
 
 def _is_final(trainer: Trainer) -> bool:

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Optional
 
 import optuna
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from optuna.trial import FrozenTrial, TrialState
 
-from digitlab.errors import Stopped, TrainingDiverged, UserError
+from digitlab.errors import StopSignal, Stopped, TrainingDiverged, UserError
 from digitlab.runs.folders import claim_trial_folder
 from digitlab.runs.layout import RUN_CONFIG
 from digitlab.sweep.pruning import PRUNED_METRIC, ReportToOptuna
@@ -21,6 +20,7 @@ from digitlab.sweep.run_config import RunConfig
 from digitlab.sweep.storage import Claim
 from digitlab.sweep.sweep_file import SweepFile, suggest
 from digitlab.training.run import build_run, parse_run
+from digitlab.utils import stop_requests
 
 
 @dataclass
@@ -42,9 +42,10 @@ def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> Frozen
     it, on any machine).
     """
     trial = claim.trial
-    study.sampler = setup.sweep.make_sampler(trial.number)  # before the first suggestion: see make_sampler
     run, value, state, error = None, None, TrialState.FAIL, None
     try:
+        stop_requests.raise_pending()  # a stop asked for while the trial was claimed
+        study.sampler = setup.sweep.make_sampler(trial.number)  # before the first suggestion: see make_sampler
         run = TrialRun(trial, setup)
         value, state = run.fit(), TrialState.COMPLETE
     except optuna.TrialPruned:
@@ -52,25 +53,22 @@ def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> Frozen
     except BaseException as exception:  # noqa: B036 (Ctrl-C and SIGTERM must fail the trial too)
         error = exception
     finally:
-        claim.heartbeat.join()
-        if error is not None and not isinstance(error, Exception):
-            # Ctrl-C may have struck inside a database call, leaving its session half-way: start a new one.
-            claim.storage.remove_session()
-        if run is not None:
-            run.record(_why(error) if error is not None else None)
-        frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+        with stop_requests.deferred():  # the study learns how the trial ended, whatever signal comes now
+            claim.heartbeat.join()
+            if error is not None and not isinstance(error, Exception):
+                # Ctrl-C may have struck inside a database call, leaving its session half-way: start a new one.
+                claim.storage.remove_session()
+            if run is not None:
+                run.record(_why(error) if error is not None else None)
+            frozen = study.tell(trial, value, state=state, skip_if_finished=True)
     if error is not None:
         raise error
     return frozen
 
 
 def _why(exception: BaseException) -> str:
-    if isinstance(exception, Stopped):
+    if isinstance(exception, (Stopped, StopSignal)):
         return "Ctrl-C" if exception.exit_code == 130 else "SIGTERM"
-    if isinstance(exception, KeyboardInterrupt):
-        return "Ctrl-C"
-    if isinstance(exception, SIGTERMException):
-        return "SIGTERM"
     return f"{type(exception).__name__}: {exception}"[:500]
 
 
@@ -90,8 +88,8 @@ class TrialRun:
     def fit(self) -> float:
         """Fit with the trial's values; return the best objective, or raise `optuna.TrialPruned`.
 
-        Ctrl-C and SIGTERM stop the fit after its batch, as `Stopped` (a second Ctrl-C arrives as
-        `KeyboardInterrupt`); a diverged training (NaN loss) is a pruned trial, not a failure of the sweep.
+        Ctrl-C and SIGTERM stop the fit after its batch, as `Stopped`; a diverged training (NaN loss) is a
+        pruned trial, not a failure of the sweep.
         """
         try:
             run = build_run(parse_run("fit", self.setup.run_config.trial_args(self.values)), callbacks=[self.pruning],
@@ -105,10 +103,6 @@ class TrialRun:
         except TrainingDiverged as error:
             self.stopped = str(error).split(";")[0]
             raise optuna.TrialPruned(str(error)) from None
-        except SystemExit:
-            if isinstance(self.pruning.exception, KeyboardInterrupt):
-                raise KeyboardInterrupt from None
-            raise
         if self.pruning.pruned_after is not None:
             raise optuna.TrialPruned(f"pruned after validation {self.pruning.pruned_after}")
         if self.pruning.best is None:

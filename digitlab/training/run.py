@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from digitlab.errors import UserError
+from digitlab.errors import StopSignal, Stopped, UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
 from digitlab.runs import checkpoints, layout
@@ -36,12 +36,13 @@ from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discar
                                    release_if_empty, requeued)
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
-from digitlab.training.callbacks.interrupt import stop_report
+from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
                                       warn_if_untrained)
 from digitlab.training.lightning_cli import DigitLabCLI
 from digitlab.training.loggers import build_loggers
+from digitlab.utils import stop_requests
 
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 
@@ -81,7 +82,7 @@ class Run:
     def execute(self) -> None:
         """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
 
-        Ctrl-C and SIGTERM stop a fit after its batch and raise `Stopped`; a setting Lightning refuses before
+        Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a setting Lightning refuses before
         training starts raises `UserError`; a refused run leaves no run folder behind."""
         with _CleanupOnFailure(self.claimed_folder, self.fixed_folders):
             if self.checkpoint is not None:
@@ -90,24 +91,33 @@ class Run:
                     checkpoints.check_finite(self.method_kwargs.get("ckpt_path"), self.checkpoint["state_dict"])
                 self.checkpoint = None  # Lightning reads the file again itself: do not hold two copies
             warn_if_untrained(self.trainer, self.subcommand, self.method_kwargs.get("ckpt_path"))
-            self._call(self.subcommand, **self.method_kwargs)
-            if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
-                best = self.trainer.checkpoint_callback
-                self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
-            metrics = self.trainer.callback_metrics
-            if "test/acc" in metrics and self.trainer.is_global_zero:
-                print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
+            try:
+                self._call(self.subcommand, **self.method_kwargs)
+                stop_requests.raise_if_requested()  # a signal after the trainer's last batch
+                if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
+                    best = self.trainer.checkpoint_callback
+                    self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
+                metrics = self.trainer.callback_metrics
+                if "test/acc" in metrics and self.trainer.is_global_zero:
+                    print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
+                stop_requests.raise_if_requested()
+            except (SIGTERMException, StopSignal) as stop:
+                raise stop_report(self.trainer, self.subcommand, stop) from None
 
     def _call(self, method: str, **kwargs: Any) -> None:
+        stop = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
         try:
-            getattr(self.trainer, method)(self.model, datamodule=self.datamodule, **kwargs)
-        except SIGTERMException:
-            raise stop_report(self.trainer, self.subcommand) from None
+            with stop_requests.handled(), stop_requests.graceful(stop.on_stop_request if stop else _not_graceful):
+                getattr(self.trainer, method)(self.model, datamodule=self.datamodule, **kwargs)
         except LIGHTNING_ERRORS as error:
             refusal = lightning_refusal(error, self.subcommand) if self.trainer.global_step == 0 else None
             if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
                 raise
             raise refusal from None
+
+
+def _not_graceful() -> bool:
+    return False
 
 
 def build_run(
@@ -239,7 +249,8 @@ def _holds_files(folder: Path) -> bool:
 
 class _CleanupOnFailure:
     """On the way out of a failure: a run folder claimed here that holds nothing is removed, and one refused by
-    a user mistake before anything was trained is discarded (it holds only what every run writes first)."""
+    a user mistake or stopped by a signal before anything was trained is discarded (it holds only what every run
+    writes first)."""
 
     def __init__(self, folder: Optional[Path] = None, fixed: Sequence[Path] = ()) -> None:
         self.folder = folder
@@ -260,8 +271,10 @@ class _CleanupOnFailure:
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         if error is None:
             return
+        refused = isinstance(error, UserError) and error.exit_code == 2
+        stopped_early = isinstance(error, StopSignal) or (isinstance(error, Stopped) and error.nothing_done)
         for folder in (self.folder, *self.fixed):
-            if isinstance(error, UserError) and error.exit_code == 2:
+            if refused or stopped_early:
                 discard_unstarted(folder)
             release_if_empty(folder)
 

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from digitlab.utils import stop_requests
+
 
 class LinkAtTarget(FileExistsError):
     """The target's name is a symbolic link (dangling or not), which `atomic_output` neither follows nor replaces."""
@@ -43,24 +45,31 @@ def atomic_write_text(path: Path, text: str, *, overwrite: bool) -> None:
 @contextmanager
 def atomic_output(path: Path, *, overwrite: bool) -> Iterator[Path]:
     """A new, empty temporary file beside `path` for the block to write (by name: for writers that take a path
-    rather than a stream) and check; when the block ends without an error, it becomes `path`."""
+    rather than a stream) and check; when the block ends without an error, it becomes `path`.
+
+    Ctrl-C and SIGTERM (see `digitlab.utils.stop_requests`) stop the block's writing, and the temporary file is
+    removed; once written, the file gets its name before the stop: whole, or not at all."""
     _refuse_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with stop_requests.deferred(raise_at_end=False):  # the temporary file exists only with the clean-up below
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     temporary = Path(name)
     try:
+        stop_requests.raise_pending()
         os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's file is private (0600); an output is not
         os.close(descriptor)
         yield temporary
-        _fsync_file(temporary)
-        _refuse_link(path)  # again: a link may have been made while the file was written
-        if overwrite:
-            os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
-        else:
-            _link_new(temporary, path)
+        with stop_requests.deferred():
+            _fsync_file(temporary)
+            _refuse_link(path)  # again: a link may have been made while the file was written
+            if overwrite:
+                os.replace(temporary, path)  # atomic within a filesystem: the temporary file is in the same folder
+            else:
+                _link_new(temporary, path)
+            _fsync_folder(path.parent)  # the new name itself survives a power cut
     finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)  # the new name itself survives a power cut
+        with stop_requests.deferred():
+            temporary.unlink(missing_ok=True)
 
 
 def _refuse_link(path: Path) -> None:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 from typing import Any, Optional
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from digitlab.errors import Stopped
+from digitlab.errors import StopSignal, Stopped
 from digitlab.training.compat import request_stop_after_batch
+from digitlab.utils import stop_requests
 
 VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 
@@ -20,46 +19,64 @@ VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 class SaveOnInterrupt(Callback):
     """Stop cleanly on Ctrl-C (SIGINT) or SIGTERM, and make the stopped fit resumable with ``--ckpt_path last``.
 
-    Lightning finishes the current batch on SIGTERM; Ctrl-C is made to do the same (Python would otherwise
-    raise KeyboardInterrupt wherever it is, perhaps halfway through an optimizer step). A second Ctrl-C
-    stops at once, saving nothing. While fitting, ``last.ckpt`` is then written next to the other
-    checkpoints (atomically, by the run's checkpoint writer). A stop during validation saves the state
-    "training epoch done, validation not started": Lightning cannot resume a validation halfway (the
-    metrics of the batches already seen are not in a checkpoint), so the resumed run validates that epoch
-    again from its first batch.
+    The signals themselves are handled by `digitlab.utils.stop_requests`; while the trainer runs one of its loops,
+    `on_stop_request` makes it finish the current batch and stop, as Lightning does on SIGTERM (Python would
+    otherwise raise `KeyboardInterrupt` wherever it is, perhaps halfway through an optimizer step). Before the
+    first loop (loading data, restoring a checkpoint) the stop happens where the program is. A stopped fit then
+    writes ``last.ckpt`` next to the other checkpoints (atomically, by the run's checkpoint writer). A stop
+    during validation saves the state "training epoch done, validation not started": Lightning cannot resume a
+    validation halfway (the metrics of the batches already seen are not in a checkpoint), so the resumed run
+    validates that epoch again from its first batch. Lightning's prediction loop does not look for the stop
+    request: here it is looked for after every prediction batch.
 
-    After the stop, `signal_name` names the signal and `saved` the checkpoint written (None if none).
+    After the stop, `saved` names the checkpoint written (None if none).
     """
 
     def __init__(self) -> None:
-        self.signal_name: Optional[str] = None
         self.saved: Optional[Path] = None
-        self._previous_handler: Any = None
+        self._trainer: Optional[Trainer] = None
+        self._in_loop = False
         self._saving_mid_validation = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.signal_name, self.saved = None, None
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set in the main thread
+        self.saved, self._trainer, self._in_loop = None, trainer, False
 
-        def stop_after_this_batch(signum: int, frame: Any) -> None:
-            if self.signal_name is not None:  # the second Ctrl-C: stop now
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            self.signal_name = "Ctrl-C (SIGINT)"
+    def on_stop_request(self) -> bool:
+        """A signal arrived while the trainer runs: True if the trainer will stop after its current batch."""
+        if not self._in_loop or self._trainer is None:
+            return False
+        request_stop_after_batch(self._trainer)
+        return True
+
+    def _loop_starts(self, trainer: Trainer) -> None:
+        self._in_loop = True
+        if stop_requests.requested() is not None:  # asked for while the trainer was setting up
             request_stop_after_batch(trainer)
 
-        self._previous_handler = signal.signal(signal.SIGINT, stop_after_this_batch)
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loop_starts(trainer)
 
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loop_starts(trainer)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loop_starts(trainer)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loop_starts(trainer)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._loop_starts(trainer)
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._in_loop = False
         if not isinstance(exception, SIGTERMException):
             return
-        self.signal_name = self.signal_name or "SIGTERM"
         checkpoint_callback = trainer.checkpoint_callback
         if (trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or checkpoint_callback is None
                 or checkpoint_callback.dirpath is None):
@@ -89,18 +106,43 @@ def _validation_not_started(checkpoint: dict[str, Any]) -> None:
     progress["is_last_batch"] = False
 
 
-def stop_report(trainer: Trainer, subcommand: str) -> Stopped:
-    """What a SIGINT/SIGTERM stop did, as the message `digitlab` prints (exit code 130 or 143)."""
-    stop = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
-    signal_name = (stop.signal_name if stop else None) or "SIGTERM"
-    if stop is not None and stop.saved is not None:
-        what = (f"at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {stop.saved}. Resume with "
-                "`digitlab fit --config ... --ckpt_path last`.")
-    elif trainer.state.fn == TrainerFn.TESTING and subcommand == "fit":
+def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopped:
+    """What a stop by Ctrl-C or SIGTERM did, as the message `digitlab` prints (exit code 130 or 143).
+
+    `stop` is what ended the run: Lightning's `SIGTERMException` (the trainer stopped after its batch), or a
+    `StopSignal` (the stop happened where the program was: before the trainer's first loop, after its last, or at
+    once on a second signal)."""
+    request = stop_requests.requested()
+    name, exit_code = (request.name, request.exit_code) if request is not None else ("SIGTERM", 143)
+    callback = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+    saved = callback.saved if callback is not None else None
+    at_once = isinstance(stop, StopSignal) and stop.at_once
+    finished = trainer.state.status == TrainerStatus.FINISHED
+    step = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+    if saved is not None:
+        what = f"at {step}; saved {saved}. Resume with `digitlab fit --config ... --ckpt_path last`."
+    elif finished and (subcommand != "fit" or trainer.state.fn == TrainerFn.TESTING):
+        what = f"after `{subcommand}` had finished: everything it reported is saved."
+    elif subcommand == "fit" and trainer.state.fn == TrainerFn.TESTING:
         what = ("during the test after fit. Training had finished and its checkpoints are in place: "
                 "`digitlab test --ckpt_path ...` tests one again.")
-    elif subcommand == "fit":
-        what = "before training started (or with no checkpoint callback): no checkpoint was saved."
+    elif subcommand == "fit" and finished:
+        what = (f"after training had finished ({step}); its checkpoints are in place. The test after fit did not "
+                "run: `digitlab test --ckpt_path ...` runs it.")
+    elif subcommand == "fit" and trainer.global_step > 0:
+        last = _last_checkpoint(trainer)
+        what = (f"{'at once, by a second signal, ' if at_once else ''}at {step}; nothing was saved at the stop. "
+                + (f"The newest checkpoint is {last}: resume with `--ckpt_path last`." if last else
+                   "No checkpoint had been saved yet."))
     else:
-        what = f"during `{subcommand}`, which saves no checkpoint: run it again."
-    return Stopped(f"by {signal_name} {what}", exit_code=130 if signal_name.startswith("Ctrl-C") else 143)
+        what = ("before training started: no checkpoint was saved." if subcommand == "fit" else
+                "during `predict`: no predictions were written. Run it again." if subcommand == "predict" else
+                f"during `{subcommand}`, which saves no checkpoint: run it again.")
+        return Stopped(f"by {name} {what}", exit_code=exit_code, nothing_done=True)
+    return Stopped(f"by {name} {what}", exit_code=exit_code)
+
+
+def _last_checkpoint(trainer: Trainer) -> Optional[str]:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return path or None
