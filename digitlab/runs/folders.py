@@ -80,9 +80,9 @@ def unwritable(error: OSError, folder: Path, started: bool = False) -> Optional[
         return RunNotWritten(f"The run could not write into {where}: {reason}. {done} To fix it, {fix}, "
                              f"{elsewhere}.", 1, reason)
     if error.errno in NOT_WRITABLE:
-        return RunNotWritten(f"The run cannot write into {where}: {reason}. Nothing was written. To fix it, "
-                             f"remount a read-only file system read-write or fix the folder's permissions, {elsewhere}.",
-                             2, reason)
+        return RunNotWritten(f"The run cannot write into {where}: {reason}. Nothing was written. To fix it, remount "
+                             f"a read-only file system read-write or fix the folder's permissions, {elsewhere}.", 2,
+                             reason)
     return None
 
 
@@ -232,8 +232,8 @@ def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str])
                 folder = claim(logs_root, prefix)
             except RunNotWritten as also:
                 raise RunNotWritten(f"The checkpoint's run folder {run} cannot be written ({refused.reason}), so "
-                                    f"this {subcommand} would be logged in {logs_root}; but {also}", also.exit_code,
-                                    also.reason) from None
+                                    f"this {subcommand} would be logged in {logs_root}; but t{str(also)[1:]}",
+                                    also.exit_code, also.reason) from None  # `also` begins "The run ..."
             print(f"digitlab: the checkpoint's run folder {run} cannot be written ({refused.reason}), so this "
                   f"{subcommand} is logged in {folder}", file=sys.stderr)
             return folder

@@ -117,7 +117,6 @@ class Run:
                 raise
             raise refusal from None
 
-
     def _storage_fault(self, error: OSError) -> Optional[UserError]:
         """`error` as `unwritable`'s paragraph when the place is at fault: a full disk (wherever the run writes),
         or a read-only file system or folder under the run folder; None otherwise (a bug)."""
@@ -279,7 +278,7 @@ class _CleanupOnFailure:
         if error is None:
             return
         for folder in (self.folder, *self.fixed):
-            if isinstance(error, RunNotWritten) or isinstance(error, UserError) and error.exit_code == 2:
+            if isinstance(error, RunNotWritten) or (isinstance(error, UserError) and error.exit_code == 2):
                 discard_unstarted(folder)
             release_if_empty(folder)
 
