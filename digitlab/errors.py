@@ -47,6 +47,18 @@ class CheckpointNotWritten(UserError):
     exit_code = 1
 
 
+class RunNotWritten(UserError):
+    """A run's folder cannot be written. A read-only file system or a folder that is not the user's is refused
+    before the run starts (exit code 2, as for any output that cannot be written); a full disk or a file-size
+    limit is a write that failed (exit code 1, as a checkpoint that could not be written). `reason` is the
+    system's word for it ("No space left on device")."""
+
+    def __init__(self, message: str, exit_code: int, reason: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.reason = reason
+
+
 class Stopped(UserError):
     """A run stopped by Ctrl-C or SIGTERM; the message says what was saved."""
 

@@ -9,20 +9,23 @@ Only the global rank 0 of a multi-process run claims; the other processes never 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.config.import_names import check_run_config
-from digitlab.errors import UserError
+from digitlab.errors import RunNotWritten, UserError
 from digitlab.runs import layout
 from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX, run_folder_of
+from digitlab.utils.destination import NO_ROOM, NOT_WRITABLE, file_system_of, write_probe
 
 
 
@@ -45,19 +48,70 @@ def check_runs_folder(root: Path) -> None:
 
 
 def claim(root: Path, prefix: str = RUN_PREFIX) -> Path:
-    """Create and return a new folder ``root/{prefix}N``, N the next free number, never one that exists."""
+    """Create and return a new folder ``root/{prefix}N``, N the next free number, never one that exists; a folder
+    that cannot be written (read-only, full) raises `RunNotWritten`, leaving nothing."""
     check_runs_folder(root)
     if rank_zero_only.rank != 0:  # the folder rank 0 claims: other ranks only need its name, never write in it
         return root / f"{prefix}{next_number(root, prefix)}"
-    root.mkdir(parents=True, exist_ok=True)
+    with _storage_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
     number = next_number(root, prefix)
     while True:
         folder = root / f"{prefix}{number}"
         try:
-            folder.mkdir()
-            return folder
+            with _storage_errors(root):
+                folder.mkdir()
+            return _writable(folder)
         except FileExistsError:  # another process claimed it between our look and our mkdir
             number += 1
+
+
+def unwritable(error: OSError, folder: Path, started: bool = False) -> Optional[RunNotWritten]:
+    """`error`, met writing the run folder `folder` (or the folder that holds it), as one paragraph that says
+    what, where (the folder and its file system) and how to fix it; None for an error that is not the place's
+    fault (a bug: its traceback is shown). `started`: the run had trained or evaluated something."""
+    reason = error.strerror or str(error)
+    where = f"{folder.absolute()} (on the file system mounted at {file_system_of(folder)})"
+    elsewhere = "or write the runs to another file system with --trainer.default_root_dir DIR"
+    if error.errno in NO_ROOM:
+        fix = "raise the file-size limit (`ulimit -f`)" if error.errno == errno.EFBIG else "free some space on it"
+        done = ("The run stopped; its last checkpoint, if one was saved, is kept (resume with `--ckpt_path last`)."
+                if started else "The run did not start, and its folder is removed.")
+        return RunNotWritten(f"The run could not write into {where}: {reason}. {done} To fix it, {fix}, "
+                             f"{elsewhere}.", 1, reason)
+    if error.errno in NOT_WRITABLE:
+        return RunNotWritten(f"The run cannot write into {where}: {reason}. Nothing was written. To fix it, remount "
+                             f"a read-only file system read-write or fix the folder's permissions, {elsewhere}.", 2,
+                             reason)
+    return None
+
+
+@contextlib.contextmanager
+def _storage_errors(folder: Path) -> Iterator[None]:
+    """A storage fault (full, read-only) writing `folder` as `unwritable`'s paragraph; other errors as they are."""
+    try:
+        yield
+    except FileExistsError:
+        raise
+    except OSError as error:
+        refusal = unwritable(error, folder)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _writable(folder: Path) -> Path:
+    """`folder`, just claimed, once a small write into it worked: a full disk is said before any writer starts.
+    When it fails the claim is released (nothing is left) and `RunNotWritten` raised."""
+    try:
+        write_probe(folder)
+    except OSError as error:
+        release_if_empty(folder)
+        refusal = unwritable(error, folder)
+        if refusal is None:
+            raise
+        raise refusal from None
+    return folder
 
 
 def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
@@ -66,13 +120,16 @@ def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
     folder = root / f"{RUN_PREFIX}{job_id}"
     check_runs_folder(root)
     if rank_zero_only.rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
+        with _storage_errors(root):
+            root.mkdir(parents=True, exist_ok=True)
         try:
-            folder.mkdir(exist_ok=requeued)
+            with _storage_errors(root):
+                folder.mkdir(exist_ok=requeued)
         except FileExistsError:  # a folder left by another job of the same id is never shared
             raise UserError(f"The run folder {folder} already exists: another SLURM job with id {job_id} wrote it, "
                             "and digitlab never writes into an earlier run. Move it away, or set "
                             "trainer.default_root_dir to another folder.") from None
+        return _writable(folder)
     return folder
 
 
@@ -96,10 +153,11 @@ def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()
     if requeued and folder.is_dir():  # a requeued SLURM job continues in its own folder: nothing to claim
         return None
     try:
-        folder.mkdir(parents=True)
+        with _storage_errors(folder.parent):
+            folder.mkdir(parents=True)
     except FileExistsError:  # even an empty one: it may be another run's, claimed a moment ago
         raise earlier_run(folder) from None
-    return folder
+    return _writable(folder)
 
 
 def earlier_run(folder: Any) -> UserError:
@@ -160,9 +218,25 @@ def _folders(root: Path) -> list[Path]:
 def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str]) -> Path:
     """The folder of this command's run: a new ``version_N`` under `logs_root` for `fit` (under SLURM,
     ``version_{job id}``); for an evaluation of a run's checkpoint, a new ``validate_K``, ``test_K`` or
-    ``predict_K`` inside that run's folder (of any other checkpoint, under `logs_root`)."""
+    ``predict_K`` inside that run's folder (of any other checkpoint, or of a run whose folder cannot be written,
+    a read-only one, under `logs_root`: the command says so in one line)."""
     if subcommand in EVALUATION_SUBCOMMANDS:
-        return claim((run_folder_of(ckpt_path) if ckpt_path else None) or logs_root, f"{subcommand}_")
+        prefix = f"{subcommand}_"
+        run = run_folder_of(ckpt_path) if ckpt_path else None
+        if run is None:
+            return claim(logs_root, prefix)
+        try:
+            return claim(run, prefix)
+        except RunNotWritten as refused:  # a checkpoint on a read-only (or full) disk can still be evaluated
+            try:
+                folder = claim(logs_root, prefix)
+            except RunNotWritten as also:
+                raise RunNotWritten(f"The checkpoint's run folder {run} cannot be written ({refused.reason}), so "
+                                    f"this {subcommand} would be logged in {logs_root}; but t{str(also)[1:]}",
+                                    also.exit_code, also.reason) from None  # `also` begins "The run ..."
+            print(f"digitlab: the checkpoint's run folder {run} cannot be written ({refused.reason}), so this "
+                  f"{subcommand} is logged in {folder}", file=sys.stderr)
+            return folder
     job_id = SLURMEnvironment.job_id()
     if job_id is not None:
         return claim_job_folder(logs_root, job_id, requeued=requeued())
@@ -191,12 +265,13 @@ def claim_trial_folder(sweep_folder: Path, number: int) -> Path:
     """``sweep_folder/trial_N``, the run folder of a sweep's trial N: two workers can never share one."""
     folder = sweep_folder / f"{layout.TRIAL_PREFIX}{number}"
     try:
-        folder.mkdir(parents=True)
+        with _storage_errors(sweep_folder):
+            folder.mkdir(parents=True)
     except FileExistsError:
         raise UserError(f"{folder} already exists, so trial {number} of this sweep has nowhere to run: the folder "
                         "holds a trial of an earlier sweep of the same name that is not in this storage. Move "
                         "that folder away, or give the sweep another --name.") from None
-    return folder
+    return _writable(folder)
 
 
 def _option(args: list[str], name: str) -> Optional[str]:

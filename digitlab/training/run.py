@@ -13,11 +13,13 @@ seed; `Run.execute` runs the subcommand and turns Lightning's refusals and signa
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
@@ -27,13 +29,13 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from digitlab.errors import StopSignal, Stopped, UserError
+from digitlab.errors import RunNotWritten, StopSignal, Stopped, UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
 from digitlab.runs import checkpoints, layout
 from digitlab.runs.layout import logger_specs, writes_run_folder
 from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discard_unstarted, earlier_run,
-                                   release_if_empty, requeued)
+                                   release_if_empty, requeued, unwritable)
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
@@ -43,6 +45,7 @@ from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, che
 from digitlab.training.lightning_cli import DigitLabCLI
 from digitlab.training.loggers import build_loggers
 from digitlab.utils import stop_requests
+from digitlab.utils.destination import NO_ROOM, NOT_WRITABLE
 
 PROGRESS_BAR_REFRESH_RATE = 20  # batches between redraws of the progress bar
 
@@ -82,9 +85,10 @@ class Run:
     def execute(self) -> None:
         """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
 
-        Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a setting Lightning refuses before
-        training starts raises `UserError`; a refused run leaves no run folder behind."""
-        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders):
+        Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a
+        setting Lightning refuses before training starts raises `UserError`; a refused run leaves no run folder
+        behind."""
+        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here():
             if self.checkpoint is not None:
                 checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
                 if self.subcommand != "fit":  # an evaluation of NaN weights would report a meaningless score
@@ -109,11 +113,25 @@ class Run:
         try:
             with stop_requests.handled(), stop_requests.graceful(stop.on_stop_request if stop else _not_graceful):
                 getattr(self.trainer, method)(self.model, datamodule=self.datamodule, **kwargs)
+        except OSError as error:  # a full or read-only disk under the run folder (its logs, config.yaml)
+            refusal = self._storage_fault(error)
+            if refusal is None:
+                raise
+            raise refusal from None
         except LIGHTNING_ERRORS as error:
             refusal = lightning_refusal(error, self.subcommand) if self.trainer.global_step == 0 else None
             if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
                 raise
             raise refusal from None
+
+    def _storage_fault(self, error: OSError) -> Optional[UserError]:
+        """`error` as `unwritable`'s paragraph when the place is at fault: a full disk (wherever the run writes),
+        or a read-only file system or folder under the run folder; None otherwise (a bug)."""
+        folder = self.folder or Path(self.trainer.default_root_dir)
+        named = Path(error.filename).resolve() if isinstance(error.filename, str) else None
+        if error.errno in NOT_WRITABLE and named is not None and folder.resolve() not in (named, *named.parents):
+            return None  # some other file: not the run folder's fault
+        return unwritable(error, folder, started=self.trainer.global_step > 0)
 
 
 def _not_graceful() -> bool:
@@ -271,12 +289,31 @@ class _CleanupOnFailure:
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         if error is None:
             return
-        refused = isinstance(error, UserError) and error.exit_code == 2
+        refused = isinstance(error, RunNotWritten) or (isinstance(error, UserError) and error.exit_code == 2)
         stopped_early = isinstance(error, StopSignal) or (isinstance(error, Stopped) and error.nothing_done)
         for folder in (self.folder, *self.fixed):
             if refused or stopped_early:
                 discard_unstarted(folder)
             release_if_empty(folder)
+
+
+@contextlib.contextmanager
+def _writer_thread_faults_reported_here() -> Iterator[None]:
+    """TensorBoard writes events in a thread of its own. On a full or read-only disk that thread prints its
+    traceback and stops; TensorBoard then raises the same error in the run's thread at the logger's next write
+    or flush, where `Run._call` says it in one paragraph. The thread's own traceback is left out."""
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        fault = isinstance(args.exc_value, OSError) and args.exc_value.errno in NO_ROOM | NOT_WRITABLE
+        if not (fault and type(args.thread).__module__.startswith("tensorboard.")):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def quiet_lightning_notices() -> None:

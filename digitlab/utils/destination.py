@@ -8,10 +8,42 @@ accept a new file (read-only mounts, ``/proc`` and ``/sys`` do not, even for roo
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Optional
+
+
+# Why a write fails when the place, not the program, is at fault: no room (a full disk, a quota, a file-size limit
+# such as `ulimit -f`), or a place that takes no new file (a read-only mount, a folder that is not the user's).
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+PROBE_BYTES = 4096  # one page: a file system with no page left refuses it
+
+
+def write_probe(folder: Path) -> None:
+    """Raise the `OSError` that a small write into `folder` gets (read-only, full, over a file-size limit), or
+    return. The bytes are flushed to the disk, so that a file system that only finds out it is full when data
+    reach it (delayed allocation) says so now. Nothing is left behind: the file has no name."""
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(bytes(PROBE_BYTES))
+        probe.flush()
+        os.fsync(probe.fileno())
+
+
+def file_system_of(path: Path) -> Path:
+    """The mount point of the file system that holds `path` (or would hold it, for a path not yet made); bind
+    mounts included, which share a device with the folder above them."""
+    path = Path(os.path.abspath(path))
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:  # Linux
+            points = {Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[1]))
+                      for line in mounts if len(line.split()) > 1}
+    except OSError:
+        points = set()
+    return next((p for p in (path, *path.parents) if p in points or os.path.ismount(p)), Path(path.anchor or "/"))
 
 
 def destination_problem(path: Path, *, overwrite: bool) -> Optional[str]:
