@@ -1,5 +1,16 @@
 """User-facing errors: mistakes a user can fix, reported as one paragraph without a traceback."""
 
+from __future__ import annotations
+
+
+def causes(error: BaseException | None) -> list[BaseException]:
+    """`error` and what caused it, outermost first (``raise ... from``, and the error being handled)."""
+    found: list[BaseException] = []
+    while error is not None and error not in found:
+        found.append(error)
+        error = error.__cause__ or error.__context__
+    return found
+
 
 class UserError(Exception):
     """A mistake in the user's input (path, file, name, value). The CLI prints it and exits with code 2."""

@@ -193,3 +193,29 @@ def test_a_fifo_is_refused_without_opening_it(subcommand, data, tmp_path):
     # Opening a FIFO for reading blocks until a writer comes: the timeout turns a regression into a failure.
     result = run_digitlab(subcommand, "--ckpt_path", str(fifo), *args, cwd=tmp_path, timeout=300)
     assert_one_paragraph(result, str(fifo), "not a regular file")
+
+
+def test_hyperparameters_too_large_even_for_the_meta_device_are_one_paragraph(data, tmp_path, digitlab_main):
+    # 10**12 hidden units: a weight of 10**24 numbers, more than torch can count even on the meta device.
+    checkpoint = checkpoint_file(tmp_path / "huge.ckpt", MLP, weights(MLP), {"hidden_size": UNALLOCATABLE})
+    result = evaluate(digitlab_main, "test", "mlp", checkpoint, data, tmp_path)
+    assert_one_paragraph(result, "The model mlp cannot be built", f"hidden_size={UNALLOCATABLE}", "choose smaller")
+    assert_no_run_folder(tmp_path)
+    result = digitlab_main("export", "--ckpt_path", str(checkpoint), cwd=tmp_path)
+    assert_one_paragraph(result, str(checkpoint), "do not fit that class")
+
+
+TOO_LARGE_SETTINGS = {
+    "mlp hidden units, beyond counting": ("mlp", "hidden_size", UNALLOCATABLE),
+    "mlp hidden units, beyond memory": ("mlp", "hidden_size", 300_000),
+    "centroid classes": ("centroid", "num_classes", UNALLOCATABLE),
+}
+
+
+@pytest.mark.parametrize("model, key, value", TOO_LARGE_SETTINGS.values(), ids=TOO_LARGE_SETTINGS.keys())
+def test_settings_that_make_a_model_too_large_to_build_are_one_paragraph(model, key, value, data, tmp_path,
+                                                                        digitlab_main):
+    result = digitlab_main("fit", "--model", model, f"--model.init_args.{key}", str(value), "--data.data_dir",
+                           str(data), *SMALL_RUN, cwd=tmp_path)
+    assert_one_paragraph(result, f"The model {model} cannot be built", f"{key}={value}", "choose smaller")
+    assert_no_run_folder(tmp_path)

@@ -110,10 +110,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root): a full disk is not tested")
     try:
-        target = mount / "last.ckpt"
+        target, best = mount / "last.ckpt", mount / "best-epoch=01.ckpt"
+        with pytest.raises(CheckpointNotWritten, match="has no last.ckpt to resume from yet") as refused:
+            AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1_000_000)}, best)  # 4 MB: does not fit
+        assert "No space left on device" in str(refused.value) and "--ckpt_path last" not in str(refused.value)
         AtomicCheckpointIO().save_checkpoint({"w": torch.ones(10)}, target)
-        with pytest.raises(CheckpointNotWritten, match="No space left on device"):
-            AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1_000_000)}, target)  # 4 MB: does not fit
+        with pytest.raises(CheckpointNotWritten, match="No space left on device") as refused:
+            AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1_000_000)}, target)
+        assert "The previous one is unchanged" in str(refused.value) and "--ckpt_path last" in str(refused.value)
         assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(10))
         assert [p.name for p in mount.iterdir()] == ["last.ckpt"]
     finally:

@@ -9,8 +9,9 @@ import fsspec.utils
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from digitlab.runs.layout import LAST_CHECKPOINT
 from digitlab.utils.atomic import atomic_write
-from digitlab.errors import CheckpointNotWritten
+from digitlab.errors import CheckpointNotWritten, causes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,17 +30,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             atomic_write(Path(path), lambda stream: torch.save(checkpoint, stream), overwrite=True)
         except (OSError, RuntimeError) as error:  # torch reports a failed write (a full disk) as a RuntimeError
-            cause = next((e for e in _chain(error) if isinstance(e, OSError)), error)
+            cause = next((e for e in causes(error) if isinstance(e, OSError)), error)
             reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-            raise CheckpointNotWritten(
-                f"Could not write the checkpoint {path}: {reason}. The previous {Path(path).name}, if any, is "
-                "unchanged. Free some space (or fix the folder's permissions) and resume with `--ckpt_path last`."
-            ) from error
+            kept = "The previous one is unchanged. " if Path(path).is_file() else ""
+            fix = "Free some space (or fix the folder's permissions) and"
+            resumable = (Path(path).parent / LAST_CHECKPOINT).is_file()
+            then = (f"{kept}{fix} resume with `--ckpt_path last`." if resumable else
+                    f"{kept}The run has no {LAST_CHECKPOINT} to resume from yet: {fix} run it again.")
+            raise CheckpointNotWritten(f"Could not write the checkpoint {path}: {reason}. {then}") from error
 
-
-def _chain(error: BaseException) -> list[BaseException]:
-    found = []
-    while error is not None and error not in found:
-        found.append(error)
-        error = error.__cause__ or error.__context__
-    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +17,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 
 from digitlab.config.option_checks import RUN, refusal
-from digitlab.errors import RunWarning, UserError
+from digitlab.errors import RunWarning, UserError, causes
 
 MIN_CPU_PROCESSES = 4  # DDP on CPU processes is allowed up to max(this, the number of cores)
 LIGHTNING_ERRORS = (MisconfigurationException, ValueError, ImportError)  # how Lightning refuses a setting
@@ -24,6 +25,8 @@ LIGHTNING_ERRORS = (MisconfigurationException, ValueError, ImportError)  # how L
 # whose states would collide.
 CONSTRUCTION_ERRORS = (*LIGHTNING_ERRORS, RuntimeError)
 LIGHTNING_PACKAGES = {"lightning", "lightning_fabric", "lightning_utilities", "pytorch_lightning"}
+# How torch says a tensor is too large to make: no memory for it, or a size beyond what it can count.
+TOO_LARGE = re.compile(r"can't allocate memory|integer multiplication overflow|out of memory", re.IGNORECASE)
 
 
 def check_config(config: Any) -> None:
@@ -123,3 +126,20 @@ def _raised_in_lightning(traceback: Optional[TracebackType]) -> bool:
     while traceback is not None:
         last, traceback = traceback, traceback.tb_next
     return last is not None and not LIGHTNING_PACKAGES.isdisjoint(Path(last.tb_frame.f_code.co_filename).parts)
+
+
+def model_too_large(error: BaseException, name: Optional[str], model_config: Any) -> Optional[UserError]:
+    """The model `name`, too large to build with its settings (torch cannot allocate or even count its tensors),
+    as one paragraph naming its whole-number settings; None for any other failure (a bug, with its traceback)."""
+    for cause in causes(error):
+        if isinstance(cause, (MemoryError, OverflowError)) or (isinstance(cause, RuntimeError) and
+                                                               TOO_LARGE.search(str(cause))):
+            words = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            reason = re.sub(r"^\[enforce fail at [^\]]*\]\s*err == 0\.\s*", "", words)
+            init_args = model_config.get("init_args") if hasattr(model_config, "get") else None
+            sizes = ", ".join(f"{key}={value}" for key, value in dict(init_args or {}).items()
+                              if isinstance(value, int) and not isinstance(value, bool))
+            return UserError(f"The model {name} cannot be built with its settings ({sizes or 'as given'}): {reason}. "
+                             "A model's size follows from its settings: choose smaller ones (`digitlab fit "
+                             f"--model.help {name}` lists them).")
+    return None

@@ -41,7 +41,7 @@ from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
-                                      warn_if_untrained)
+                                      model_too_large, warn_if_untrained)
 from digitlab.training.lightning_cli import DigitLabCLI
 from digitlab.training.loggers import build_loggers
 from digitlab.utils import stop_requests
@@ -160,7 +160,10 @@ def build_run(
     with _CleanupOnFailure() as cleanup:
         if config.get("seed_everything") is not False:  # again: parsing seeded, and a caller may have drawn since
             seed_everything(config.seed_everything, workers=True, verbose=False)
-        instantiated = parsed.cli.parser.instantiate_classes(config)
+        try:
+            instantiated = parsed.cli.parser.instantiate_classes(config)
+        except Exception as error:
+            raise model_too_large(error, model_name(config.model), config.model) or error
         model, datamodule = instantiated.model, instantiated.data
         trainer_kwargs = {**instantiated.trainer}
         if not trainer_kwargs.get("fast_dev_run"):
