@@ -380,3 +380,15 @@ def test_pictures_cut_from_the_mnist_test_set_predict_as_well_as_the_test_set(tm
         same = [row for row in csv.DictReader(stream) if int(row["index"]) % 50 == 0]
     test_accuracy = sum(row["predicted"] == row["target"] for row in same) / len(same)
     assert own_accuracy >= test_accuracy - 0.02, (own_accuracy, test_accuracy)
+
+
+def test_declared_pixels_reads_the_header_only():
+    from io import BytesIO
+
+    from digitlab.data.own_images import declared_pixels
+
+    stream = BytesIO()
+    Image.new("L", (300, 200), 255).save(stream, format="PNG")
+    content = stream.getvalue()
+    assert declared_pixels(content) == 300 * 200
+    assert declared_pixels(b"not a picture") is None and declared_pixels(b"") is None

@@ -135,11 +135,9 @@ def test_a_flood_of_huge_pictures_is_bounded_and_a_normal_request_is_answered(fl
         answer = post(server.url, normal, "image/png", client)
         waited = time.monotonic() - began
         statuses = [future.result().status_code for future in flood]
-    assert answer.status_code in (200, 503), answer.text
-    if answer.status_code == 200:
-        assert_answer(answer, expected["7_chalk.png"])
-    else:
-        assert_refused(answer, 503, "busy")
+    # The normal picture takes its turn in the light lane, never behind the huge ones.
+    assert answer.status_code == 200, answer.text
+    assert_answer(answer, expected["7_chalk.png"])
     assert waited < 2 * TIMEOUT + 10  # a turn is waited for at most --timeout, then the model's own timeout
     assert set(statuses) <= {200, 400, 503} and 200 in statuses, statuses
 

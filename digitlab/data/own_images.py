@@ -15,7 +15,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -146,6 +146,22 @@ def read_greyscale(path: Union[str, Path, bytes], max_pixels: int = MAX_PIXELS) 
             background = 1.0 if drawn < 0.5 else 0.0
             grey = grey * opacity + background * (1 - opacity)
     return grey
+
+
+def declared_pixels(content: bytes) -> Optional[int]:
+    """How many pixels a picture file's header says it has, read without decoding the picture; None when no
+    format is recognised (or the header is unreadable)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                return image.width * image.height
+    except Image.DecompressionBombError:  # more than Pillow opens at all
+        return 2**62
+    except Exception:  # noqa: BLE001 (whatever Pillow raises on a foreign header: it names no picture)
+        return None
 
 
 def _too_large(size: str, max_pixels: int) -> str:

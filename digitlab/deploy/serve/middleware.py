@@ -8,10 +8,14 @@ good requests batched with it.
 
 Bounds, so that abuse costs a client its own requests and not the server: pictures are prepared as many at a
 time as there are cores, others wait for their turn up to a total of bytes beyond which one more is answered
-503 at once; a waiting one gets 503 when it has waited `timeout` seconds. A body over the limit is answered 413, and what the client
-still sends is read and dropped (up to a bound) before the answer ends: a connection closed with unread data is
-reset, and the client would never see the 413. When the server stops (SIGTERM, Ctrl-C), a body still arriving or
-a picture still waiting is answered 503 at once, so that stopping does not wait for slow clients.
+503 at once; a waiting one gets 503 when it has waited `timeout` seconds. Light requests (JSON, and pictures
+whose header declares at most `LIGHT_PIXELS`: a drawing, a photo of a digit) take their turns in a lane of
+their own, one at a time, so that a flood of huge pictures never makes an ordinary request wait.
+
+A body over the limit is answered 413, and what the client still sends is read and dropped (up to a bound)
+before the answer ends: a connection closed with unread data is reset, and the client would never see the 413.
+When the server stops (SIGTERM, Ctrl-C), a body still arriving or a picture still waiting is answered 503 at
+once, so that stopping does not wait for slow clients.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS, BadRequest, digit_from_body
+from digitlab.data.own_images import declared_pixels
+from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS, BadRequest, digit_from_body, is_json
 
 
 WAITING_BYTES = 128 * 2**20  # of bodies waiting for a core, before more are answered 503 at once
 DRAIN_BYTES = 64 * 2**20  # of a refused body, read and dropped so that the client gets its 413
 DRAIN_SECONDS = 10.0
+LIGHT_PIXELS = 1024 * 1024  # a picture this small is prepared in a few milliseconds
 T = TypeVar("T")
 
 
@@ -51,6 +57,7 @@ class PreparePictures:
         self.app, self.path, self.max_body_bytes, self.max_pixels = app, path, max_body_bytes, max_pixels
         self.timeout = timeout
         self.preparing: Optional[anyio.CapacityLimiter] = None  # made in the server's event loop, on first use
+        self.preparing_light: Optional[anyio.CapacityLimiter] = None
         self.stopping: Optional[asyncio.Event] = None
         self.waiting_bytes = 0
 
@@ -88,17 +95,17 @@ class PreparePictures:
         await self.app(scope, replay, send)
 
     async def _prepare(self, body: bytes, content_type: str) -> Any:
-        """`digit_from_body` in a worker thread, as many at once as there are cores: more would only take turns
-        on them, and a request's latency would grow with the number of requests under way."""
-        cores = os.cpu_count() or 1
+        """`digit_from_body` in a worker thread, as many at once as there are cores (more would only take turns
+        on them, and a request's latency would grow with the number of requests under way), plus one light one."""
         if self.preparing is None:
-            self.preparing = anyio.CapacityLimiter(cores)
+            self.preparing, self.preparing_light = anyio.CapacityLimiter(os.cpu_count() or 1), anyio.CapacityLimiter(1)
+        lane = self.preparing_light if _light(body, content_type) else self.preparing
         if self.waiting_bytes + len(body) > WAITING_BYTES:
             raise BadRequest(503, "busy: too many pictures are waiting to be prepared; try again shortly")
         turn = object()  # the limiter's borrower: the request, whichever task waits for it
         self.waiting_bytes += len(body)
         try:
-            await self._unless_stopping(self.preparing.acquire_on_behalf_of(turn), timeout=self.timeout)
+            await self._unless_stopping(lane.acquire_on_behalf_of(turn), timeout=self.timeout)
         except TimeoutError:
             raise BadRequest(503, f"busy: no picture could be prepared within --timeout {self.timeout:g} "
                                   "seconds; try again shortly") from None
@@ -107,7 +114,7 @@ class PreparePictures:
         try:
             return await anyio.to_thread.run_sync(digit_from_body, body, content_type, self.max_pixels)
         finally:
-            self.preparing.release_on_behalf_of(turn)
+            lane.release_on_behalf_of(turn)
 
     async def _read_body(self, receive: Callable, headers: Headers) -> bytes:
         too_large = BadRequest(413, f"body too large: more than {self.max_body_bytes:,} bytes "
@@ -160,6 +167,15 @@ class PreparePictures:
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
                     break
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _light(body: bytes, content_type: str) -> bool:
+    """A request prepared in a few milliseconds: JSON (bounded by `MAX_JSON_BYTES`), or a picture whose header
+    declares at most `LIGHT_PIXELS` (an unrecognised one is not: it is refused, but in the common lane)."""
+    if is_json(body, content_type):
+        return True
+    pixels = declared_pixels(body)
+    return pixels is not None and pixels <= LIGHT_PIXELS
 
 
 def _stop_event() -> asyncio.Event:

@@ -36,13 +36,18 @@ def digit_from_body(body: bytes, content_type: str = "", max_pixels: int = MAX_P
     if not body:
         raise BadRequest(400, f"empty body: send the bytes of a PNG or JPEG picture, or {JSON_SHAPE}")
     try:
-        if "json" in content_type.lower() or body.lstrip()[:1] == b"{":
+        if is_json(body, content_type):
             return to_mnist(_json_picture(body))
         return prepare_picture(body, max_pixels)
     except PictureTooLarge as error:
         raise BadRequest(413, f"picture {error} (`digitlab serve --max_pixels`)") from None
     except ImageError as error:
         raise BadRequest(400, str(error)) from None
+
+
+def is_json(body: bytes, content_type: str) -> bool:
+    """Whether the body is read as JSON (see the module)."""
+    return "json" in content_type.lower() or body.lstrip()[:1] == b"{"
 
 
 def _json_picture(body: bytes) -> torch.Tensor:
