@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,20 @@ def test_fast_dev_run_claims_no_folder(data, tmp_path):
     assert run.folder is None
     run.execute()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_ends_with_its_accuracy_loss_classes_and_where_it_is(tmp_path, synthetic_mnist, digitlab_main):
+    result = digitlab_main("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir",
+                           str(synthetic_mnist), *SMALL_RUN, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    accuracy = next(index for index, line in enumerate(lines) if line.startswith("Test accuracy: "))
+    assert re.fullmatch(r"Test accuracy: [01]\.\d{4} on 50 images", lines[accuracy])
+    assert re.fullmatch(r"  loss \d+\.\d{4} · per class( \d: \d\.\d{3} ?)+", lines[accuracy + 1]), lines[accuracy + 1]
+    assert lines[accuracy + 2] == "Run folder: lightning_logs/version_0  (see it: tensorboard --logdir lightning_logs)"
+    noise = ("hp_metric", "Seed set to", "GPU available: False", "TPU available: False", "v_num")
+    assert not [line for line in (result.stdout + result.stderr).splitlines() if any(n in line for n in noise)]
+    result = digitlab_main("test", "--ckpt_path", "last", "--data.data_dir", str(synthetic_mnist), *SMALL_RUN,
+                           "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "10", cwd=tmp_path)
+    assert re.search(r"Test accuracy: [01]\.\d{4} on 20 images \(a smoke run, limit_test_batches=2", result.stdout), result.stdout
+    assert "Run folder: lightning_logs/version_0/test_0  (see it: tensorboard --logdir lightning_logs)" in result.stdout

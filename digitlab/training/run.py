@@ -25,7 +25,8 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -39,7 +40,9 @@ from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discar
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
+from digitlab.training.callbacks.terminal import LayersSummary, RunProgressBar
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
+from digitlab.training.final_lines import STAGES, evaluation_lines, where_lines
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
                                       model_too_large, warn_if_untrained)
 from digitlab.training.lightning_cli import DigitLabCLI
@@ -101,14 +104,21 @@ class Run:
                 if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
                     best = self.trainer.checkpoint_callback
                     self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
-                metrics = self.trainer.callback_metrics
-                if "test/acc" in metrics and self.trainer.is_global_zero:
-                    print(f"Test accuracy: {metrics['test/acc'].item():.4f} on {int(metrics['test/images'])} images")
+                if self.trainer.is_global_zero:
+                    self._print_results()
                 stop_requests.raise_if_requested()
             except (SIGTERMException, StopSignal) as stop:
                 raise stop_report(self.trainer, self.subcommand, stop) from None
 
+    def _print_results(self) -> None:
+        metrics = self.trainer.callback_metrics
+        evaluated = "validate" if self.subcommand == "validate" else "test"
+        for line in evaluation_lines(metrics, evaluated, self.trainer) + where_lines(self.folder, self.subcommand):
+            print(line)
+
     def _call(self, method: str, **kwargs: Any) -> None:
+        if method in STAGES:  # its accuracy and where it is are printed by `_print_results`, not Lightning's table
+            kwargs["verbose"] = False
         stop = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
         try:
             with stop_requests.handled(), stop_requests.graceful(stop.on_stop_request if stop else _not_graceful):
@@ -213,7 +223,9 @@ def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], 
         callbacks += picture_callbacks()
     if config.trainer.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
         # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        callbacks.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+    if config.trainer.get("enable_model_summary") is not False and not _has(callbacks, LightningModelSummary):
+        callbacks.append(LayersSummary())
     if config.trainer.get("enable_checkpointing") is not False and not _has(callbacks, LightningModelCheckpoint):
         # Instead of Lightning's default (the newest epoch's weights): last.ckpt after every epoch.
         callbacks.append(ModelCheckpoint(save_top_k=0, save_last=True))
@@ -328,9 +340,26 @@ def quiet_lightning_notices() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # jsonargparse vs LightningCLI's own calls (nothing a user can change):
     warnings.filterwarnings("ignore", message=r"\s*skip_none parameter was deprecated")
-    for handler in logging.getLogger("lightning.pytorch").handlers:
-        handler.addFilter(lambda record: not record.getMessage().startswith("💡 Tip") and
-                          "LitLogger" not in record.getMessage())
+    for name in ("lightning.pytorch", "lightning.fabric"):  # where Lightning's handlers are, when it adds them
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_worth_showing)
+    for name in _NOISY_LOGGERS:  # where the records begin, whichever handlers show them
+        if _worth_showing not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_worth_showing)
+
+
+# Lightning's lines that say nothing about the user's run: advertisements, the seed (in config.yaml), and
+# hardware that is not there.
+_NOISE = ("💡 Tip", "Seed set to ", "GPU available: False", "TPU available: False", "HPU available: False",
+          "Trainer already configured with model summary callbacks")
+
+
+_NOISY_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero")
+
+
+def _worth_showing(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not message.startswith(_NOISE) and "LitLogger" not in message
 
 
 def main(args: Sequence[str]) -> None:
