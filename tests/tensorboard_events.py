@@ -42,3 +42,27 @@ def image_steps(run_dir: Path) -> dict[str, list[int]]:
     for tag, events in _events(run_dir, "images"):
         steps.setdefault(tag, []).extend(event.step for event in events)
     return steps
+
+
+def hparams_sessions(run_dir: Path) -> list:
+    """The HParams plugin's records of a run (an experiment, then a session start), as TensorBoard reads them."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sessions = []
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        try:
+            contents = accumulator.PluginTagToContent("hparams").values()
+        except KeyError:  # this events file holds no hyperparameters
+            continue
+        sessions += [plugin_data_pb2.HParamsPluginData.FromString(content) for content in contents]
+    return sessions
+
+
+def hparams(run_dir: Path) -> dict[str, object]:
+    """The hyperparameters TensorBoard's HParams tab shows for a run: name -> value."""
+    [start] = [s.session_start_info for s in hparams_sessions(run_dir) if s.HasField("session_start_info")]
+    return {name: value.string_value if value.HasField("string_value") else
+            value.bool_value if value.HasField("bool_value") else value.number_value
+            for name, value in start.hparams.items()}

@@ -170,7 +170,7 @@ def read_only_run(data, tmp_path_factory):
         yield run, test_acc, val_acc
 
 
-@pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
+@pytest.mark.parametrize("subcommand", ["test", "validate"])
 def test_a_checkpoint_on_a_read_only_file_system_is_evaluated_and_logged_elsewhere(
         subcommand, read_only_run, tmp_path, digitlab_main):
     run, test_acc, val_acc = read_only_run
@@ -184,11 +184,19 @@ def test_a_checkpoint_on_a_read_only_file_system_is_evaluated_and_logged_elsewhe
     if subcommand == "test":
         assert f"Test accuracy: {test_acc:.4f}" in result.stdout
         assert scalars(logged)["test/acc"] == [pytest.approx(test_acc, abs=5e-5)]
-    elif subcommand == "validate":
-        assert scalars(logged)["val/acc"] == [pytest.approx(val_acc)]
     else:
-        assert f"Accuracy against the labels: {test_acc:.4f}" in result.stdout
+        assert scalars(logged)["val/acc"] == [pytest.approx(val_acc)]
     assert files_under(run.parent) == before
+
+
+def test_a_checkpoint_on_a_read_only_file_system_is_predicted_with_nothing_written(read_only_run, tmp_path,
+                                                                                   digitlab_main):
+    run, test_acc, _ = read_only_run
+    before = files_under(run.parent)
+    result = digitlab_main("predict", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Accuracy against the labels: {test_acc:.4f}" in result.stdout
+    assert files_under(run.parent) == before and list(tmp_path.iterdir()) == []  # a predict logs nothing
 
 
 def test_a_read_only_checkpoint_with_nowhere_else_to_log_is_one_paragraph(read_only_run, tmp_path, digitlab_main):

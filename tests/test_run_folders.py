@@ -68,8 +68,8 @@ def test_evaluations_are_kept_in_the_run_they_evaluate(trained, data, digitlab_m
         result = digitlab_main(subcommand, "--ckpt_path", str(last), "--data.data_dir", str(data), cwd=trained)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "using the run's config" in result.stderr  # found beside the checkpoint: no --config needed
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
-        "checkpoints", "predict_0", "test_0", "test_1", "validate_0"]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [  # a predict logs nothing: no folder
+        "checkpoints", "test_0", "test_1", "validate_0"]
     assert [p.name for p in (trained / "lightning_logs").iterdir()] == ["version_0"]  # no new version_N
     saved = yaml.safe_load((run / "test_1" / "config.yaml").read_text())
     assert saved["ckpt_path"] == str(last)

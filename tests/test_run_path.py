@@ -12,7 +12,7 @@ from lightning.pytorch import Callback
 from conftest import SMALL_RUN, write_mnist_like
 from digitlab.errors import UserError
 from digitlab.training.run import build_run, parse_run
-from tensorboard_events import scalars
+from tensorboard_events import hparams, scalars
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,9 @@ def test_a_run_ends_with_its_accuracy_loss_classes_and_where_it_is(tmp_path, syn
     assert re.fullmatch(r"Test accuracy: [01]\.\d{4} on 50 images", lines[accuracy])
     assert re.fullmatch(r"  loss \d+\.\d{4} · per class( \d: \d\.\d{3} ?)+", lines[accuracy + 1]), lines[accuracy + 1]
     assert lines[accuracy + 2] == "Run folder: lightning_logs/version_0  (see it: tensorboard --logdir lightning_logs)"
+    shown = hparams(tmp_path / "lightning_logs" / "version_0")  # the MLP's own: hidden_size, lr, momentum ...
+    assert shown["model"] == "mlp" and {"hidden_size", "lr", "batch_size", "epochs", "seed"} <= shown.keys(), shown
+    assert len(shown) <= 12 and not {"data_dir", "download", "compile", "num_classes"} & shown.keys(), shown
     noise = ("hp_metric", "Seed set to", "GPU available: False", "TPU available: False", "v_num")
     assert not [line for line in (result.stdout + result.stderr).splitlines() if any(n in line for n in noise)]
     result = digitlab_main("test", "--ckpt_path", "last", "--data.data_dir", str(synthetic_mnist), *SMALL_RUN,

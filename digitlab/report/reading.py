@@ -91,6 +91,8 @@ def load_runs(log_dirs: list[Path]) -> list[Run]:
                 warnings.warn(f"{path}: cannot be read ({reason}); this run is left out of the report",
                               SkippedFileWarning, stacklevel=2)
                 continue
+            if run.kind == "predict":  # earlier versions logged predictions' runs, which hold no metrics
+                continue
             run.of = labels.get(path.parent) if run.kind != "fit" else None
             runs.append(run)
     return runs

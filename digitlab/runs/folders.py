@@ -217,9 +217,9 @@ def _folders(root: Path) -> list[Path]:
 
 def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str]) -> Path:
     """The folder of this command's run: a new ``version_N`` under `logs_root` for `fit` (under SLURM,
-    ``version_{job id}``); for an evaluation of a run's checkpoint, a new ``validate_K``, ``test_K`` or
-    ``predict_K`` inside that run's folder (of any other checkpoint, or of a run whose folder cannot be written,
-    a read-only one, under `logs_root`: the command says so in one line)."""
+    ``version_{job id}``); for an evaluation of a run's checkpoint, a new ``validate_K`` or ``test_K`` inside
+    that run's folder (of any other checkpoint, or of a run whose folder cannot be written, a read-only one,
+    under `logs_root`: the command says so in one line)."""
     if subcommand in EVALUATION_SUBCOMMANDS:
         prefix = f"{subcommand}_"
         run = run_folder_of(ckpt_path) if ckpt_path else None

@@ -7,7 +7,7 @@ imports no Lightning: nor does this module).
         config.yaml  hparams.yaml     RUN_CONFIG, HPARAMS
         events.out.tfevents.*         EVENTS (TensorBoard) or metrics.csv (METRICS_CSV, Lightning's CSVLogger)
         checkpoints/last.ckpt         CHECKPOINTS, LAST_CHECKPOINT; best-epoch=NN.ckpt (BEST_PREFIX)
-        test_K/  validate_K/  predict_K/    an evaluation of this run's checkpoint (EVALUATION_FOLDER)
+        test_K/  validate_K/                an evaluation of this run's checkpoint (EVALUATION_FOLDER)
       sweeps/NAME/trial_N/            SWEEPS, TRIAL_PREFIX: one sweep trial, a run like version_N
 """
 

@@ -14,6 +14,9 @@ from digitlab.training.compat import flatten_hparams, sanitize_hparams, summary_
 # The metrics TensorBoard's HParams tab shows for each run: `hp_metric` (best val/acc while fitting, then
 # test/acc), and the two it follows.
 HPARAMS_METRICS = ("hp_metric", "val/acc_best", "test/acc")
+# Model arguments that are not hyperparameters of the model (or are shown as their short form).
+NOT_SHOWN = {"optimizer", "lr_scheduler", "compile", "num_classes", "_class_path", "_instantiator"}
+DATA_SHOWN = ("batch_size", "seed")  # the data module's settings that change a run's result (and augmentation)
 
 
 class RunLogger(TensorBoardLogger):
@@ -36,13 +39,14 @@ class RunLogger(TensorBoardLogger):
         self,
         *args: Any,
         model_name: Optional[str] = None,
+        model_keys: tuple[str, ...] = (),
         extra_hparams: Optional[dict[str, Any]] = None,
         extra_metrics: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(*args, **kwargs)
-        self.model_name = model_name
+        self.model_name, self.model_keys = model_name, model_keys
         self.extra_hparams = dict(extra_hparams or {})
         self.hparams_metrics = (*HPARAMS_METRICS, *extra_metrics)
         self._hparams_written = False
@@ -62,12 +66,38 @@ class RunLogger(TensorBoardLogger):
             return None
         from torch.utils.tensorboard.summary import hparams
 
-        flat = sanitize_hparams(flatten_hparams(params))
+        flat = sanitize_hparams(flatten_hparams(self.shown(params)))
         writer = summary_file_writer(self.experiment)
         for summary in hparams(flat, dict.fromkeys(self.hparams_metrics, 0.0)):  # names only: no value is logged
             writer.add_summary(summary)
         self._hparams_written = True
         return None
+
+
+    def shown(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The few hyperparameters that tell runs apart, for TensorBoard's HParams tab: the model and its own
+        arguments, the optimizer and its learning rate, the schedule, the batch size, the epochs, the seed and
+        the augmentation (``hparams.yaml`` and ``config.yaml`` keep everything)."""
+        shown = {key: params[key] for key in ("model", *self.model_keys) if key in params and key not in NOT_SHOWN}
+        for key in ("optimizer", "lr_scheduler"):
+            class_path, init_args = _class_and_arguments(params.get(key))
+            if class_path:
+                shown[key] = class_path.rsplit(".", 1)[-1]
+            if key == "optimizer" and "lr" in init_args and "lr" not in shown:
+                shown["lr"] = init_args["lr"]
+        shown.update({key: params[key] for key in DATA_SHOWN if key in params})
+        shown.update({key: value for key, value in params.items() if key.startswith("augment")})
+        shown.update({key: params[key] for key in self.extra_hparams if key in params})
+        return shown
+
+
+def _class_and_arguments(value: Any) -> tuple[Optional[str], dict[str, Any]]:
+    """A ``{class_path, init_args}`` setting's class path and arguments (a class or callable: its name)."""
+    if isinstance(value, dict):
+        return value.get("class_path"), dict(value.get("init_args") or {})
+    if value is not None and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}", {}
+    return None, {}
 
 
 def as_dict(params: Union[dict[str, Any], Namespace, None]) -> dict[str, Any]:
@@ -78,10 +108,11 @@ def as_dict(params: Union[dict[str, Any], Namespace, None]) -> dict[str, Any]:
 
 
 def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional[str],
-                  extra_hparams: Optional[dict[str, Any]] = None, extra_metrics: tuple[str, ...] = ()) -> list[Any]:
+                  extra_hparams: Optional[dict[str, Any]] = None, extra_metrics: tuple[str, ...] = (),
+                  model_keys: tuple[str, ...] = ()) -> list[Any]:
     """Instantiate the loggers (`specs` from `digitlab.runs.layout.logger_specs`), every file logger writing
     into the one run `folder` (a claimed `Path`, or None to leave their folders as configured); TensorBoard
-    loggers become `RunLogger`s, with `model_name`, `extra_hparams` and `extra_metrics`."""
+    loggers become `RunLogger`s, with `model_name`, `model_keys`, `extra_hparams` and `extra_metrics`."""
     from lightning.pytorch.cli import instantiate_class
 
     loggers = []
@@ -91,6 +122,7 @@ def build_loggers(specs: list[dict[str, Any]], folder: Any, model_name: Optional
             init_args.update(save_dir=str(folder.parent), name="", version=folder.name)
         if class_path in TENSORBOARD_CLASS_PATHS:
             class_path = f"{RunLogger.__module__}.{RunLogger.__qualname__}"
-            init_args.update(model_name=model_name, extra_hparams=extra_hparams, extra_metrics=extra_metrics)
+            init_args.update(model_name=model_name, model_keys=model_keys, extra_hparams=extra_hparams,
+                             extra_metrics=extra_metrics)
         loggers.append(instantiate_class((), {"class_path": class_path, "init_args": init_args}))
     return loggers

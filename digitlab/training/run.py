@@ -176,14 +176,18 @@ def build_run(
             raise model_too_large(error, model_name(config.model), config.model) or error
         model, datamodule = instantiated.model, instantiated.data
         trainer_kwargs = {**instantiated.trainer}
-        if not trainer_kwargs.get("fast_dev_run"):
+        if subcommand == "predict":  # it logs nothing (its output is the table and --predictions.csv): no run folder
+            trainer_kwargs["logger"] = False
+        elif not trainer_kwargs.get("fast_dev_run"):
             specs = logger_specs(config.trainer.get("logger"), str(config.trainer.get("default_root_dir") or "."))
             for spec in specs:  # explicit versions: claimed before any logger writes, as a new version_N is
                 cleanup.claim_fixed(spec)
             if folder is None and any(writes_run_folder(spec) for spec in specs):
                 folder = cleanup.claim(subcommand, config)
-            trainer_kwargs["logger"] = build_loggers(specs, folder, model_name(config.model), extra_hparams,
-                                                     extra_metrics) if specs else False
+            shown = {"epochs": config.trainer.get("max_epochs")} if subcommand == "fit" else {}
+            trainer_kwargs["logger"] = build_loggers(specs, folder, model_name(config.model),
+                                                     {**shown, **(extra_hparams or {})}, extra_metrics,
+                                                     tuple(model.hparams)) if specs else False
         trainer_kwargs["plugins"] = _with_atomic_checkpoints(trainer_kwargs.get("plugins"))
         trainer_kwargs["callbacks"] = _run_callbacks(
             parsed, trainer_kwargs.get("callbacks"), [instantiated[key] for key in parsed.cli.parser.callback_keys],
