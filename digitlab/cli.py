@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from digitlab.config.option_checks import OptionParser
-from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, StopSignal, UserError
+from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, StopSignal, Stopped, UserError
 from digitlab.utils import stop_requests
 from digitlab.utils.tables import aligned_lines
 from digitlab.utils.text import closest, did_you_mean
@@ -134,6 +134,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         _run(args)
     except StopSignal as stop:  # a stop the subcommand did not report itself: where nothing is half-written
+        _fresh_line()
         print(f"digitlab: stopped: by {stop.name} before `{command}` had finished; nothing it had not "
               "reported is written. Run it again.", file=sys.stderr)
         sys.exit(stop.exit_code)
@@ -141,6 +142,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         user_error = _user_error(error)
         if user_error is None:
             raise
+        if isinstance(user_error, Stopped):
+            _fresh_line()
         print(f"digitlab: {user_error.label}: {user_error}", file=sys.stderr)
         sys.exit(user_error.exit_code)
     finally:
@@ -168,6 +171,14 @@ def _run(args: list[str]) -> None:
     function = getattr(importlib.import_module(module_name), function_name)
     _use_warning_format()  # after the import, which may have brought Lightning and its warning format
     function(args if command.whole_argv else args[1:])
+
+
+def _fresh_line() -> None:
+    """End the progress bar's line on a terminal (the bar leaves the cursor after itself), so that the message
+    about the stop starts a line of its own."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def _user_error(error: Optional[BaseException]) -> Optional[UserError]:

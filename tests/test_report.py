@@ -249,4 +249,4 @@ def test_a_run_logged_by_the_csv_logger_alone_is_reported_like_the_others(tmp_pa
 
     figure = val_acc_figure(load_runs([tmp_path / "lightning_logs"]), Path("val.png"))
     [line] = figure.axes[0].get_lines()
-    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == val_acc
+    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == val_acc  # epochs as Lightning counts

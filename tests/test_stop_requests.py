@@ -163,3 +163,24 @@ def test_handled_leaves_handlers_in_place_when_already_installed():
     with stop_requests.handled():
         assert signal.getsignal(signal.SIGTERM) is handler
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_a_stop_message_starts_a_line_of_its_own_after_a_progress_bar(monkeypatch, capsys):
+    import io
+    import sys
+
+    from digitlab import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bar = Terminal("Epoch 0:  40%|████      | 4/10")
+    bar.seek(0, io.SEEK_END)
+    monkeypatch.setattr(sys, "stdout", bar)
+    monkeypatch.setattr(cli, "_run", lambda args: send(signal.SIGTERM))
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["fit"])
+    assert exit.value.code == 143 and bar.getvalue().endswith("4/10\n")
+    assert capsys.readouterr().err.startswith("digitlab: stopped: by SIGTERM before `digitlab fit` had finished")
+    stop_requests.install()  # main gave the handlers back: the fixture takes them down

@@ -39,7 +39,7 @@ def read_events(path: Path, run: Run) -> None:
     if val_acc:
         run.best_val_acc = max(event.value for event in val_acc)
         epoch_at_step = {event.step: int(event.value) for event in scalars.get("epoch", [])}
-        run.val_acc_curve = [(epoch_at_step.get(e.step, i) + 1, e.value) for i, e in enumerate(val_acc)]
+        run.val_acc_curve = [(epoch_at_step.get(e.step, i), e.value) for i, e in enumerate(val_acc)]
 
 
 def read_metrics_csv(path: Path, run: Run) -> None:
@@ -60,7 +60,7 @@ def read_metrics_csv(path: Path, run: Run) -> None:
         value = _float(row.get("val/acc"))
         if value is not None:
             epoch = _float(row.get("epoch"))
-            run.val_acc_curve.append((int(epoch) + 1 if epoch is not None else len(run.val_acc_curve) + 1, value))
+            run.val_acc_curve.append((int(epoch) if epoch is not None else len(run.val_acc_curve), value))
     if run.val_acc_curve:
         run.best_val_acc = max(value for _, value in run.val_acc_curve)
     if (path / CONFIG).is_file():

@@ -66,7 +66,8 @@ def val_acc_figure(runs: list[Run], path: Path) -> Any:
     for run in curves:
         epochs, values = zip(*run.val_acc_curve)
         axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=f"{run.version} ({run.model})")
-    axes.set(xlabel="epoch", ylabel="val/acc", title="Validation accuracy")
+    axes.set(xlabel="epoch (from 0, as in the progress bar and checkpoint names)", ylabel="val/acc",
+             title="Validation accuracy")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")

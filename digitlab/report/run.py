@@ -21,5 +21,5 @@ class Run:
     test_acc: Optional[float] = None
     wall_time_s: Optional[float] = None
     params: Optional[int] = None
-    val_acc_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/acc), epochs from 1
+    val_acc_curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/acc), epochs from 0 as Lightning counts
     of: Optional[str] = None  # an evaluation's run (its `version`), when that run is in the report
