@@ -80,10 +80,17 @@ def test_fast_dev_run_claims_no_folder(data, tmp_path):
 
 
 def test_a_run_ends_with_its_accuracy_loss_classes_and_where_it_is(tmp_path, synthetic_mnist, digitlab_main):
-    result = digitlab_main("fit", "--model", "mlp", "--trainer.max_epochs", "1", "--data.data_dir",
-                           str(synthetic_mnist), *SMALL_RUN, cwd=tmp_path)
+    at = SMALL_RUN.index("--trainer.enable_progress_bar")
+    with_progress = SMALL_RUN[:at] + SMALL_RUN[at + 2:]
+    result = digitlab_main("fit", "--model", "mlp", "--trainer.max_epochs", "2", "--data.data_dir",
+                           str(synthetic_mnist), *with_progress, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
+    # Not a terminal: one line per epoch, with that epoch's training totals and validation, no bar.
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and "\r" not in result.stdout, result.stdout
+    assert all(re.fullmatch(rf"epoch {n} · train/loss_epoch \d\.\d{{4}} · train/acc \d\.\d{{4}} · val/loss .* · "
+                            r"\d+\.\d s", line) for n, line in enumerate(epochs)), epochs
     accuracy = next(index for index, line in enumerate(lines) if line.startswith("Test accuracy: "))
     assert re.fullmatch(r"Test accuracy: [01]\.\d{4} on 50 images", lines[accuracy])
     assert re.fullmatch(r"  loss \d+\.\d{4} · per class( \d: \d\.\d{3} ?)+", lines[accuracy + 1]), lines[accuracy + 1]

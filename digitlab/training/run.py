@@ -40,7 +40,7 @@ from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discar
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
-from digitlab.training.callbacks.terminal import LayersSummary, RunProgressBar
+from digitlab.training.callbacks.terminal import LayersSummary, progress_display
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.final_lines import STAGES, evaluation_lines, where_lines
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
@@ -227,7 +227,7 @@ def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], 
         callbacks += picture_callbacks()
     if config.trainer.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
         # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
-        callbacks.append(RunProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+        callbacks.append(progress_display(PROGRESS_BAR_REFRESH_RATE))
     if config.trainer.get("enable_model_summary") is not False and not _has(callbacks, LightningModelSummary):
         callbacks.append(LayersSummary())
     if config.trainer.get("enable_checkpointing") is not False and not _has(callbacks, LightningModelCheckpoint):
@@ -352,10 +352,10 @@ def quiet_lightning_notices() -> None:
             logging.getLogger(name).addFilter(_worth_showing)
 
 
-# Lightning's lines that say nothing about the user's run: advertisements, the seed (in config.yaml), and
-# hardware that is not there.
+# Lightning's lines that say nothing about the user's run: advertisements, the seed (in config.yaml), hardware
+# that is not there, and the end of the epochs asked for.
 _NOISE = ("💡 Tip", "Seed set to ", "GPU available: False", "TPU available: False", "HPU available: False",
-          "Trainer already configured with model summary callbacks")
+          "Trainer already configured with model summary callbacks", "`Trainer.fit` stopped: `max_epochs=")
 
 
 _NOISY_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero")
