@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -362,7 +363,7 @@ _NOISY_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.utilitie
 
 
 def _worth_showing(record: logging.LogRecord) -> bool:
-    message = record.getMessage()
+    message = re.sub(r"^\[rank: \d+\] ", "", record.getMessage())  # other processes' copies of the same lines
     return not message.startswith(_NOISE) and "LitLogger" not in message
 
 
