@@ -53,9 +53,11 @@ def write_sweep_file(path: Path, **settings) -> Path:
     return path
 
 
-def fit_args(data: Path, *more: str) -> list[str]:
+def fit_args(data: Path, *more: str, quiet: bool = True) -> list[str]:
+    """A trial's run options; `quiet`: no progress bar or model summary in the run config (a sweep without
+    --verbose shows neither anyway)."""
     return ["--config", MLP, "--data.data_dir", str(data), "--data.verify", "false", "--data.val_split", "100",
-            "--data.batch_size", "32", "--pictures", "false", *QUIET, *more]
+            "--data.batch_size", "32", "--pictures", "false", *(QUIET if quiet else []), *more]
 
 
 def load_study(url: str, name: str) -> optuna.Study:

@@ -41,11 +41,14 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, data) -> tuple[Path, Path, list[str]]:
-    """A finished 4-trial sweep, run as a user would: (working folder, sweep folder, the command's arguments)."""
+    """A finished 4-trial sweep, run as a user would: (working folder, sweep folder, the command's arguments).
+    Trials show no progress bar or model summary without the run config's asking: the sweep quiets them. What
+    the command printed is in the working folder's sweep.out."""
     cwd = tmp_path_factory.mktemp("sweep")
-    args = ["--sweep", str(write_sweep_file(cwd / "sweep.yaml")), "--name", NAME, *fit_args(data)]
+    args = ["--sweep", str(write_sweep_file(cwd / "sweep.yaml")), "--name", NAME, *fit_args(data, quiet=False)]
     result = digitlab_here("sweep", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
+    (cwd / "sweep.out").write_text(result.stdout)
     return cwd, cwd / "lightning_logs" / "sweeps" / NAME, args
 
 
@@ -83,6 +86,27 @@ def test_trials_are_runs_and_a_hopeless_one_is_pruned(sweep):
     assert {path.name for path in folder.iterdir()} >= {"best.yaml", "history.png", "importance.png", "sweep.yaml"}
     for picture in ("history.png", "importance.png"):
         assert (folder / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sweep_says_one_line_per_trial_and_nothing_of_the_trials_own(sweep):
+    cwd, folder, _ = sweep
+    said = (cwd / "sweep.out").read_text()
+    study = study_of(folder)
+    lines = [line for line in said.splitlines() if line.startswith("trial ") and " · " in line]
+    assert [line.split(" · ")[0] for line in lines] == [f"trial {n} ({n + 1}/4 done)" for n in range(4)], said
+    for line, trial in zip(lines, study.trials):
+        outcome = line.split(" · ")[1]
+        if trial.state.name == "COMPLETE":
+            assert outcome == f"val/acc {trial.value:.4f}"
+        else:
+            assert outcome.startswith("pruned after 1 validation (val/acc ")
+    best = study.best_trial
+    assert lines[-1].endswith(f" · best {best.value:.4f} (trial {best.number}) · "
+                              f"{list(states(study).values()).count('PRUNED')} pruned · "
+                              f"{study.trials[-1].duration.total_seconds():.0f} s")
+    for noise in ("Epoch", "Sanity Checking", "Run folder", "Validation", "per-trial overhead"):
+        assert noise not in said, said
+    assert "importance.png (from" in said and "not yet meaningful" in said  # 4 trials are too few
 
 
 def test_best_config_replays_the_best_trial(sweep, digitlab_main):
@@ -140,8 +164,11 @@ def test_rerun_continues_to_the_new_total_and_another_space_is_refused(sweep, di
     result = digitlab_main("sweep", *args, cwd=cwd)  # the same command again: the study has its 4 trials
     assert result.returncode == 0, result.stderr[-3000:]
     assert "4 trials in all (4 already counted)" in result.stdout and "trial 4" not in result.stdout
-    result = digitlab_main("sweep", *args, "--trials", "5", cwd=cwd)
+    result = digitlab_main("sweep", *args, "--trials", "5", "--verbose", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
+    # --verbose: the trial's own lines, its values and folder, and the overhead
+    assert "Run folder: lightning_logs/sweeps" in result.stdout and "trial 4 (5/5 done) · " in result.stdout
+    assert f"-> lightning_logs/sweeps/{NAME}/trial_4" in result.stdout and "per-trial overhead" in result.stdout
     assert sorted(states(study_of(folder))) == [0, 1, 2, 3, 4]
     assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(5)]
 

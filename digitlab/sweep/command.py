@@ -1,8 +1,11 @@
-"""`digitlab sweep --sweep FILE [--trials N] [--timeout S] [--storage URL] [--name NAME] FIT_ARGS...`
+"""`digitlab sweep --sweep FILE [--trials N] [--timeout S] [--storage URL] [--name NAME] [--verbose] FIT_ARGS...`
 
 One worker: it claims trials from the study until the study has its `--trials` (the total over all workers
 and all runs of the command), runs each as a `digitlab fit` in this process, and waits for trials still
 running elsewhere, which may fail and come back to be retried. Then it writes the sweep's results.
+
+It says one line per trial as the trial ends; a trial's own output (progress bar, model summary, Lightning's
+information lines) shows with --verbose only.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import optuna
 from digitlab.config.option_checks import OptionParser
 from digitlab.errors import StopSignal, Stopped, UserError
 from digitlab.runs.folders import check_runs_folder
+from digitlab.sweep.progress import trial_line
 from digitlab.sweep.report import format_trials, write_marker
 from digitlab.sweep.results import write_results
 from digitlab.sweep.run_config import load_run_config
@@ -60,7 +64,7 @@ def sweep_command(args: list[str]) -> None:
     storage, study = _open_study(options.storage, folder, name, sweep)
     kept_in = DEFAULT_DATABASE if options.storage is None else shown(storage.url)  # never the password
     write_marker(folder, {"name": name, "storage": kept_in, "command": _command_line(args)})
-    setup = SweepSetup(name, folder, sweep, run_config)
+    setup = SweepSetup(name, folder, sweep, run_config, options.verbose)
     done = len(study.get_trials(deepcopy=False, states=COUNTED))
     _say(f"sweep {name}: {total} trials in all ({done} already counted), {sweep.objective} "
          f"({sweep.direction}), study in {folder / kept_in if options.storage is None else kept_in}, runs in {folder}/")
@@ -79,7 +83,7 @@ def sweep_command(args: list[str]) -> None:
                  stop.exit_code)
     overheads = [t.duration.total_seconds() - t.user_attrs["fit_seconds"] for t in mine
                  if t.duration is not None and "fit_seconds" in t.user_attrs]
-    if overheads:
+    if overheads and options.verbose:
         _say(f"per-trial overhead (a trial's wall time outside trainer.fit): median {statistics.median(overheads):.2f} "
              f"s over this worker's {len(overheads)} trials")
 
@@ -120,21 +124,16 @@ def _work(study: optuna.Study, storage, setup: SweepSetup, total: int, timeout: 
         waiting = False
         trial = run_and_tell(study, claim, setup)
         mine.append(trial)
-        _say(_describe(trial, setup))
+        _say(trial_line(trial, study.get_trials(deepcopy=False), total, setup.sweep.objective, setup.sweep.maximize))
+        if setup.verbose:
+            _say(f"  {_values(trial)} -> {setup.folder / f'trial_{trial.number}'}")
     _say(f"sweep {setup.name}: --timeout {timeout:g} s reached; run the command again to continue")
     return mine
 
 
-def _describe(trial: optuna.trial.FrozenTrial, setup: SweepSetup) -> str:
-    result = f" {setup.sweep.objective} {trial.value:.4f}" if trial.value is not None else ""
-    validations = trial.user_attrs.get("validations")
-    after = f" after {validations} validation{'s' * (validations != 1)}" if validations is not None else ""
-    reason = f" ({trial.user_attrs['stopped']})" if "stopped" in trial.user_attrs else ""
-    values = ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
-                       f"{key.rsplit('.', 1)[-1]}={value}" for key, value in trial.params.items())
-    seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    return (f"sweep {setup.name}: trial {trial.number} {trial.state.name}{result}{after}{reason} in {seconds:.1f} s: "
-            f"{values} -> {setup.folder / f'trial_{trial.number}'}")
+def _values(trial: optuna.trial.FrozenTrial) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.4g}" if isinstance(value, float) else
+                     f"{key.rsplit('.', 1)[-1]}={value}" for key, value in trial.params.items())
 
 
 def _study_exists(storage, name: str) -> bool:
@@ -190,4 +189,7 @@ def sweep_parser() -> OptionParser:
                         help="postgresql://USER:PASSWORD@HOST:PORT/DB to share the sweep between workers (default: "
                         "a SQLite file in the sweep's folder)")
     parser.add_argument("--name", metavar="NAME", help="the sweep's name (default: the sweep file's name)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show each trial's own output (progress bar, model summary, Lightning's lines), its "
+                        "values and folder, and the per-trial overhead; by default one line per trial")
     return parser

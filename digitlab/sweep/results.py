@@ -23,6 +23,7 @@ from digitlab.utils.destination import write_failure
 BEST = "best.yaml"
 HISTORY = "history.png"
 IMPORTANCE = "importance.png"
+MEANINGFUL = 10  # finished trials below which parameter importances are mostly noise
 
 
 def write_results(study: optuna.Study, folder: Path, objective: str, test_after_fit: bool) -> list[str]:
@@ -65,22 +66,19 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
 
     matplotlib.use("Agg")  # files only, never a window
     from matplotlib import pyplot
-    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     lines = []
-    for name, plot, needed in ((HISTORY, plot_optimization_history, 1), (IMPORTANCE, plot_param_importances, 2)):
+    for name, needed in ((HISTORY, 1), (IMPORTANCE, 2)):
         path = folder / name
         if len(complete) < needed:
             lines.append(f"{name}: not drawn, it needs {needed} completed trial{'s' * (needed > 1)}")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
-            try:
-                axes = plot(study)
-            except (ValueError, RuntimeError) as error:  # e.g. importance when no parameter varied
-                lines.append(f"{name}: not drawn ({error})")
-                continue
+        try:
+            axes, note = draw(study, name)
+        except (ValueError, RuntimeError) as error:  # e.g. importance when no parameter varied
+            lines.append(f"{name}: not drawn ({error})")
+            continue
         figure = axes.figure
         figure.set_size_inches(8, 5)
         try:
@@ -89,7 +87,32 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
         except OSError as error:
             lines.append(f"{path}: not written, {write_failure(error)}")
         else:
-            lines.append(f"{path}")
+            lines.append(f"{path}{f' ({note})' if note else ''}")
         finally:
             pyplot.close(figure)
     return lines
+
+
+def draw(study: optuna.Study, name: str) -> tuple:
+    """Optuna's plot `name` (HISTORY or IMPORTANCE) of the study, as matplotlib axes, and a note on it (or "")
+    that is also in its title: the history counts whole trials; importances from few trials are not yet
+    meaningful."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from matplotlib.ticker import MaxNLocator
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
+        axes = (plot_optimization_history if name == HISTORY else plot_param_importances)(study)
+    note = ""
+    if name == HISTORY:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers, never 2.5
+    else:
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if finished < MEANINGFUL:
+            note = f"from {finished} finished trials: not yet meaningful, wait for {MEANINGFUL} or more"
+            title = axes.get_title(loc="left") or axes.get_title()  # Optuna's is on the left
+            axes.set_title(f"{title}\n({note})", loc="left")
+    return axes, note

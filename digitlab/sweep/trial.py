@@ -31,6 +31,7 @@ class SweepSetup:
     folder: Path  # lightning_logs/sweeps/NAME
     sweep: SweepFile
     run_config: RunConfig
+    verbose: bool = False  # each trial's own Lightning output, or only the sweep's line per trial
 
 
 def run_and_tell(study: optuna.Study, claim: Claim, setup: SweepSetup) -> FrozenTrial:
@@ -94,7 +95,7 @@ class TrialRun:
         try:
             run = build_run(parse_run("fit", self.setup.run_config.trial_args(self.values)), callbacks=[self.pruning],
                             folder=self.folder, extra_hparams={"sweep": self.setup.name, "sweep_trial": self.trial.number},
-                            extra_metrics=(PRUNED_METRIC,))
+                            extra_metrics=(PRUNED_METRIC,), quiet=not self.setup.verbose)
             started = time.perf_counter()
             try:
                 run.execute()

@@ -85,6 +85,7 @@ class Run:
     method_kwargs: dict[str, Any] = field(default_factory=dict)  # Trainer.<subcommand>'s options (ckpt_path ...)
     checkpoint: Optional[dict[str, Any]] = None  # --ckpt_path's content, until checked against the model
     fixed_folders: list[Path] = field(default_factory=list)  # explicit versions' folders, claimed by `build_run`
+    quiet: bool = False  # Lightning's informational lines and the final lines unsaid: the caller reports the run
 
     def execute(self) -> None:
         """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
@@ -92,7 +93,8 @@ class Run:
         Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a
         setting Lightning refuses before training starts raises `UserError`; a refused run leaves no run folder
         behind."""
-        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here():
+        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here(), \
+                (_lightning_info_hidden() if self.quiet else contextlib.nullcontext()):
             if self.checkpoint is not None:
                 checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
                 if self.subcommand != "fit":  # an evaluation of NaN weights would report a meaningless score
@@ -105,7 +107,7 @@ class Run:
                 if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
                     best = self.trainer.checkpoint_callback
                     self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
-                if self.trainer.is_global_zero:
+                if self.trainer.is_global_zero and not self.quiet:
                     self._print_results()
                 stop_requests.raise_if_requested()
             except (SIGTERMException, StopSignal) as stop:
@@ -156,6 +158,7 @@ def build_run(
     folder: Optional[Path] = None,
     extra_hparams: Optional[dict[str, Any]] = None,
     extra_metrics: tuple[str, ...] = (),
+    quiet: bool = False,
 ) -> Run:
     """Build the run `parsed` describes: seed, model, data module, and a trainer with digitlab's loggers (into
     a newly claimed run folder), callbacks, atomic checkpoint writer and checks.
@@ -166,6 +169,9 @@ def build_run(
         folder: A run folder the caller has already claimed (a sweep's ``trial_N``), instead of a new one.
         extra_hparams: More hyperparameters to log (a sweep's name and trial number).
         extra_metrics: More metric names for TensorBoard's HParams tab.
+        quiet: For a caller that reports the run in its own words (a sweep's line per trial): no progress bar,
+            model summary, Lightning information lines or final lines; warnings and errors still show. The
+            run's config.yaml is the config as parsed (a replay of it shows all of that again).
     """
     config, subcommand = parsed.config, parsed.subcommand
     with _CleanupOnFailure() as cleanup:
@@ -192,7 +198,11 @@ def build_run(
         trainer_kwargs["plugins"] = _with_atomic_checkpoints(trainer_kwargs.get("plugins"))
         trainer_kwargs["callbacks"] = _run_callbacks(
             parsed, trainer_kwargs.get("callbacks"), [instantiated[key] for key in parsed.cli.parser.callback_keys],
-            list(callbacks))
+            list(callbacks), quiet)
+        if quiet:
+            trainer_kwargs["enable_model_summary"] = False
+            if not _has(trainer_kwargs["callbacks"], ProgressBar):  # a bar configured by hand is the user's choice
+                trainer_kwargs["enable_progress_bar"] = False
         try:
             trainer = Trainer(**trainer_kwargs)
         except CONSTRUCTION_ERRORS as error:
@@ -202,7 +212,7 @@ def build_run(
         skip_idle_batch_hooks(trainer.callbacks)
     method_kwargs = {key: config.get(key) for key in parsed.cli.method_arguments}
     return Run(subcommand, config, model, datamodule, trainer, folder, cleanup.folder, method_kwargs,
-               parsed.cli.checkpoint, cleanup.fixed)
+               parsed.cli.checkpoint, cleanup.fixed, quiet)
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
@@ -216,8 +226,8 @@ class SaveConfigToRunFolder(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
-def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], extra: list[Callback]
-                   ) -> list[Callback]:
+def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], extra: list[Callback],
+                   quiet: bool = False) -> list[Callback]:
     """The config's callbacks and options' (`--predictions`), digitlab's own, the caller's (`extra`), then
     config.yaml's writer."""
     config = parsed.config
@@ -226,10 +236,11 @@ def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], 
     callbacks += default_callbacks()
     if parsed.subcommand != "predict" and config.get("pictures"):
         callbacks += picture_callbacks()
-    if config.trainer.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
+    if config.trainer.get("enable_progress_bar") is not False and not quiet and not _has(callbacks, ProgressBar):
         # Lightning's bar redraws after every batch by default, which costs more than a small model's step.
         callbacks.append(progress_display(PROGRESS_BAR_REFRESH_RATE))
-    if config.trainer.get("enable_model_summary") is not False and not _has(callbacks, LightningModelSummary):
+    if config.trainer.get("enable_model_summary") is not False and not quiet and \
+            not _has(callbacks, LightningModelSummary):
         callbacks.append(LayersSummary())
     if config.trainer.get("enable_checkpointing") is not False and not _has(callbacks, LightningModelCheckpoint):
         # Instead of Lightning's default (the newest epoch's weights): last.ckpt after every epoch.
@@ -334,6 +345,21 @@ def _writer_thread_faults_reported_here() -> Iterator[None]:
         yield
     finally:
         threading.excepthook = previous
+
+
+@contextlib.contextmanager
+def _lightning_info_hidden() -> Iterator[None]:
+    """Lightning's informational lines ("`Trainer.fit` stopped: `max_epochs=2` reached.") unsaid; its warnings
+    and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def quiet_lightning_notices() -> None:
