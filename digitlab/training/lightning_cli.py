@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import sys
 from argparse import ArgumentError
 from typing import Any, Optional
 
@@ -155,6 +156,9 @@ class DigitLabCLI(LightningCLI):
         plain = {key: value for key, value in (vars(init_args) if init_args is not None else {}).items()
                  if isinstance(value, (bool, int, float, str, type(None)))}
         checkpoints.check_fits_before_building(config.ckpt_path, self.checkpoint, model_class, plain)
+        if self.run_subcommand != "fit" and rank_zero_only.rank == 0:
+            print(checkpoints.describe(config.ckpt_path, self.checkpoint, checkpoints.model_name(
+                self.config.model.class_path)), file=sys.stderr)
 
     def instantiate_classes(self) -> None:
         """Nothing: `digitlab.training.run.build_run` builds the run from the parsed config."""

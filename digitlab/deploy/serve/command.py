@@ -7,6 +7,7 @@ import argparse
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -42,6 +43,7 @@ def serve_command(args: list[str]) -> None:
     except BaseException:
         torch.set_num_threads(threads)  # nothing started: the process is left as it was
         raise
+    print(trained.description, file=sys.stderr)
     server = build_server(str(trained.path.resolve()), options)
     # --port 0: the system picks a free port; the socket is bound here and kept, and the URL says the real port.
     listener = _listening_socket(options.host) if options.port == 0 else None
