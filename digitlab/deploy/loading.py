@@ -31,7 +31,12 @@ class TrainedModel:
     path: Path
     name: str  # registry name
     data_hyperparameters: dict[str, Any] = field(default_factory=dict)  # the data module's, when training
-    description: str = ""  # one line: the file, model, epoch and run (`checkpoints.describe`)
+    about: dict[str, Any] = field(default_factory=dict)  # the file, model, epoch and run (`checkpoints.facts`)
+
+    @property
+    def description(self) -> str:
+        """The line a command prints about the checkpoint it uses."""
+        return checkpoints.sentence(self.about)
 
 
 def add_checkpoint_arguments(parser: Any) -> None:
@@ -72,7 +77,7 @@ def load_model(ckpt_path: str, default_root_dir: Optional[str] = None) -> Traine
     model.eval().requires_grad_(False)
     return TrainedModel(model, path, entry.name,
                         checkpoints.hyperparameters(str(path), checkpoint, "datamodule_hyper_parameters"),
-                        checkpoints.describe(str(path), checkpoint, entry.name))
+                        checkpoints.facts(str(path), checkpoint, entry.name))
 
 
 def _does_not_fit(path: Path, entry: Any, detail: str) -> UserError:

@@ -113,8 +113,10 @@ def _load_quietly(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def describe(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> str:
-    """One line naming the checkpoint a command uses: its file, model, epoch and run."""
+def facts(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> dict[str, Any]:
+    """What a command says about the checkpoint it uses: the file (relative to the working folder when it is
+    under it), the model, the epoch it was saved in (counted from 0, as in file names; None if unrecorded) and
+    its run folder's name (None outside a run)."""
     path = Path(ckpt_path)
     try:
         shown = path.resolve().relative_to(Path.cwd().resolve())
@@ -122,8 +124,20 @@ def describe(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> str:
         shown = path
     run = layout.run_folder_of(ckpt_path)
     epoch = checkpoint.get("epoch")
-    facts = [model] + ([f"epoch {epoch}"] if isinstance(epoch, int) else []) + ([f"run {run.name}"] if run else [])
-    return f"digitlab: using {shown} ({', '.join(facts)})"
+    return {"checkpoint": str(shown), "model": model, "epoch": epoch if isinstance(epoch, int) else None,
+            "run": run.name if run else None}
+
+
+def describe(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> str:
+    """One line naming the checkpoint a command uses: its file, model, epoch and run."""
+    return sentence(facts(ckpt_path, checkpoint, model))
+
+
+def sentence(about: dict[str, Any]) -> str:
+    """`facts` as the line commands print."""
+    said = [about["model"]] + ([f"epoch {about['epoch']}"] if about.get("epoch") is not None else []) + \
+        ([f"run {about['run']}"] if about.get("run") else [])
+    return f"digitlab: using {about['checkpoint']} ({', '.join(said)})"
 
 
 def model_name(class_path: Any) -> str:
