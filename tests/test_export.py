@@ -188,7 +188,7 @@ def test_a_bad_checkpoint_is_one_clear_error(case, trained, tmp_path, digitlab_m
     expected = {"missing": "no such file", "text": "not a readable checkpoint", "code": "weights-only loading "
                 "refuses it", "no state_dict":
                 "not a Lightning checkpoint", "no class": "does not name its model class",
-                "wrong weights": "do not fit that class", "best": "--ckpt_path best: digitlab takes the path of a checkpoint file",
+                "wrong weights": "do not fit that class", "best": "--ckpt_path best: no run under lightning_logs",
                 "last": "no run under lightning_logs"}[case]
     if case == "text":
         bad.write_text("not a checkpoint\n")

@@ -383,6 +383,21 @@ def test_in_process_the_server_routes_the_page_and_refuses_other_methods(in_proc
     assert client.get("/predict").status_code == 405
 
 
+def test_in_process_the_page_and_get_model_name_the_checkpoint_served(checkpoint, tmp_path):
+    from starlette.testclient import TestClient
+
+    from digitlab.deploy.loading import load_model
+    from digitlab.deploy.serve.command import build_server, serve_parser
+
+    trained = load_model(str(checkpoint))
+    options = serve_parser().parse_args(["--ckpt_path", str(checkpoint)])
+    client = TestClient(build_server(str(checkpoint), options, trained.about).app)
+    about = client.get("/model").json()
+    assert about == trained.about and about["model"] == trained.name and about["checkpoint"].endswith(".ckpt")
+    assert set(about) == {"checkpoint", "model", "epoch", "run"}
+    assert f'id="model">Serving {about["checkpoint"]} ({trained.name}' in client.get("/").text
+
+
 # -- refused at start, before anything binds ----------------------------------------------------------------
 
 

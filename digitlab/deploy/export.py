@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -52,6 +53,7 @@ def export_command(args: list[str]) -> None:
     options = export_parser().parse_args(args)
 
     trained = load_model(options.ckpt_path, options.default_root_dir)
+    print(trained.description, file=sys.stderr)
     target = Path(options.output) if options.output else default_output(trained, options.format)
     _refuse_destination(target)
     data_dir = check_data_dir(options.data_dir, trained)

@@ -31,19 +31,26 @@ class TrainedModel:
     path: Path
     name: str  # registry name
     data_hyperparameters: dict[str, Any] = field(default_factory=dict)  # the data module's, when training
+    about: dict[str, Any] = field(default_factory=dict)  # the file, model, epoch and run (`checkpoints.facts`)
+
+    @property
+    def description(self) -> str:
+        """The line a command prints about the checkpoint it uses."""
+        return checkpoints.sentence(self.about)
 
 
 def add_checkpoint_arguments(parser: Any) -> None:
     """``--ckpt_path`` and the folder ``last`` looks in, as `digitlab fit|validate|test|predict` take them."""
-    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, or `last` (the newest "
-                        "lightning_logs/version_N/checkpoints/last.ckpt)")
+    parser.add_argument("--ckpt_path", required=True, help="a .ckpt file, a run folder (or version_N: its best "
+                        "checkpoint), `last` (the newest run's checkpoints/last.ckpt) or `best` (the newest run's "
+                        "best checkpoint by its monitored metric)")
     parser.add_argument("--trainer.default_root_dir", dest="default_root_dir", metavar="DIR",
-                        help="where `--ckpt_path last` looks: DIR/lightning_logs (default: the current folder)")
+                        help="where `--ckpt_path last|best` looks: DIR/lightning_logs (default: the current folder)")
 
 
 def load_model(ckpt_path: str, default_root_dir: Optional[str] = None) -> TrainedModel:
-    """The model of a checkpoint (a path, or ``last``: the newest ``lightning_logs/version_*/checkpoints/last.ckpt``
-    under `default_root_dir`, as for every other command).
+    """The model of a checkpoint (a path, a run folder, ``last`` or ``best`` of the newest run under
+    `default_root_dir`'s ``lightning_logs``, as for every other command: `checkpoints.resolve`).
 
     A missing file, a file that is not a digitlab checkpoint, or a model that is not registered here is a
     `UserError` naming the file and the fix.
@@ -69,7 +76,8 @@ def load_model(ckpt_path: str, default_root_dir: Optional[str] = None) -> Traine
         raise _does_not_fit(path, entry, str(error).strip().splitlines()[0]) from None
     model.eval().requires_grad_(False)
     return TrainedModel(model, path, entry.name,
-                        checkpoints.hyperparameters(str(path), checkpoint, "datamodule_hyper_parameters"))
+                        checkpoints.hyperparameters(str(path), checkpoint, "datamodule_hyper_parameters"),
+                        checkpoints.facts(str(path), checkpoint, entry.name))
 
 
 def _does_not_fit(path: Path, entry: Any, detail: str) -> UserError:

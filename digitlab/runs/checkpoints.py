@@ -15,26 +15,27 @@ from digitlab.errors import UserError
 from digitlab.runs import layout
 from digitlab.models.arguments import init_arguments
 
-LIGHTNING_KEYWORDS = ("best", "hpc", "registry")  # Lightning's: they need state a new process does not have
+LIGHTNING_KEYWORDS = ("hpc", "registry")  # Lightning's: they need state a new process does not have
 
 
 def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
-    """`ckpt_path` as a file path: ``last`` becomes the newest ``last.ckpt`` of the runs; a missing file fails."""
+    """`ckpt_path` as a file path: ``last`` becomes the newest run's ``last.ckpt``, ``best`` its best checkpoint
+    by the monitored metric, a run folder (or ``version_N``) that run's best (its last without one); a missing
+    file fails."""
     if ckpt_path is None:
         return None
     if ckpt_path in LIGHTNING_KEYWORDS:
         raise UserError(
-            f"--ckpt_path {ckpt_path}: digitlab takes the path of a checkpoint file, or `last` for the newest run's "
-            "last.ckpt (a run's best checkpoint is in its checkpoints/ folder, named best-*.ckpt)."
+            f"--ckpt_path {ckpt_path}: digitlab takes the path of a checkpoint file, a run folder, or `last` (the "
+            "newest run's last.ckpt) or `best` (its best checkpoint by the monitored metric)."
         )
-    if ckpt_path == "last":
-        return str(layout.newest_last_checkpoint(layout.logs_root(trainer_config)))
+    ckpt_path = named(ckpt_path, layout.logs_root(trainer_config))
     path = Path(ckpt_path)
     if path.is_dir():
         found = sorted(path.glob("**/*.ckpt"))
         hint = f" It holds {len(found)} checkpoint(s), e.g. {found[0]}." if found else ""
-        raise UserError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file.{hint} Give the path of one "
-                        "checkpoint file, or `--ckpt_path last` for the newest last.ckpt.")
+        raise UserError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file or a run folder.{hint} Give "
+                        "the path of one checkpoint file, or `--ckpt_path last` for the newest last.ckpt.")
     if path.exists() and not path.is_file():  # a FIFO would block the reader, a device would never end
         raise UserError(f"--ckpt_path {ckpt_path} is not a checkpoint: it is not a regular file. Give the path of "
                         "a .ckpt file from a run's checkpoints/ folder.")
@@ -42,9 +43,110 @@ def resolve(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
         raise UserError(
             f"--ckpt_path {ckpt_path}: no such file. Checkpoints are in {layout.LOGS_FOLDER}/{layout.RUN_PREFIX}N/"
             f"{layout.CHECKPOINTS}/; "
-            "`--ckpt_path last` picks the newest last.ckpt."
+            "`--ckpt_path last` picks the newest last.ckpt, `--ckpt_path best` the newest run's best checkpoint."
         )
     return ckpt_path
+
+
+def named(ckpt_path: str, root: Path) -> str:
+    """The checkpoint file a word or a run names (``last``, ``best``, a run folder, ``version_N`` of the runs
+    under `root`); any other `ckpt_path` as given."""
+    if ckpt_path == "last":
+        return str(layout.newest_last_checkpoint(root))
+    if ckpt_path == "best":
+        return str(best_checkpoint(layout.newest_run(root, "best")))
+    run = layout.named_run(ckpt_path, root)
+    if run is None:
+        return ckpt_path
+    last = run / layout.CHECKPOINTS / layout.LAST_CHECKPOINT
+    if not last.is_file() or monitored(_load_quietly(last)) is not None or layout.best_files(run):
+        return str(best_checkpoint(run, f"--ckpt_path {ckpt_path}"))
+    return str(last)
+
+
+def best_checkpoint(run: Path, asked: str = "--ckpt_path best") -> Path:
+    """The best checkpoint of `run` by its monitored metric: the ``best_model_path`` that Lightning's
+    ModelCheckpoint keeps in the run's last.ckpt (after a resume it may lie in the earlier run's folder), else
+    the run's one ``best-*.ckpt`` file. A run with no monitored checkpoint is a `UserError`."""
+    last = run / layout.CHECKPOINTS / layout.LAST_CHECKPOINT
+    state = monitored(_load_quietly(last)) if last.is_file() else None
+    if state is not None:
+        # Lightning keeps the path as the fit gave it (relative to its working folder, perhaps another one):
+        # it is looked up among the runs beside this one first (the run's own folder or, after a resume, the
+        # earlier run's), wherever the runs were moved.
+        saved = Path(state["best_model_path"])
+        beside = run.parent / saved.parent.parent.name / layout.CHECKPOINTS / saved.name
+        for candidate in (beside, *([saved] if saved.is_absolute() else [])):
+            if candidate.is_file():
+                return candidate
+    files = layout.best_files(run)
+    if len(files) == 1:
+        return files[0]
+    if files:
+        raise UserError(
+            f"{asked}: the run {run} holds {len(files)} best-*.ckpt files and its last.ckpt does not say which is "
+            f"the best ({', '.join(f.name for f in files[:4])}). Give the path of one of them."
+        )
+    raise UserError(
+        f"{asked}: the run {run} has no best checkpoint: it was trained without a ModelCheckpoint that monitors a "
+        "metric (configs/lenet5.yaml's monitors val/acc), or its best file was removed. Use `--ckpt_path last` "
+        "for its newest weights, or give the path of a checkpoint file."
+    )
+
+
+def monitored(checkpoint: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The state of the first ModelCheckpoint in `checkpoint` that monitors a metric and has saved its best
+    (Lightning's ``monitor``, ``best_model_path``, ``best_model_score``), or None."""
+    callbacks = (checkpoint or {}).get("callbacks")
+    for state in (callbacks.values() if isinstance(callbacks, dict) else ()):
+        if isinstance(state, dict) and state.get("monitor") and isinstance(state.get("best_model_path"), str) \
+                and state["best_model_path"]:
+            return state
+    return None
+
+
+def _load_quietly(path: Path) -> Optional[dict[str, Any]]:
+    """`path` read weights-only, or None when it cannot be (the command reports it when it reads the file)."""
+    try:
+        return load(str(path), weights_only=True, opt_out=False)
+    except UserError:
+        return None
+
+
+def facts(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> dict[str, Any]:
+    """What a command says about the checkpoint it uses: the file (relative to the working folder when it is
+    under it), the model, the epoch it was saved in (counted from 0, as in file names; None if unrecorded) and
+    its run folder's name (None outside a run)."""
+    path = Path(ckpt_path)
+    try:
+        shown = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    run = layout.run_folder_of(ckpt_path)
+    epoch = checkpoint.get("epoch")
+    return {"checkpoint": str(shown), "model": model, "epoch": epoch if isinstance(epoch, int) else None,
+            "run": run.name if run else None}
+
+
+def describe(ckpt_path: str, checkpoint: dict[str, Any], model: str) -> str:
+    """One line naming the checkpoint a command uses: its file, model, epoch and run."""
+    return sentence(facts(ckpt_path, checkpoint, model))
+
+
+def sentence(about: dict[str, Any]) -> str:
+    """`facts` as the line commands print."""
+    said = [about["model"]] + ([f"epoch {about['epoch']}"] if about.get("epoch") is not None else []) + \
+        ([f"run {about['run']}"] if about.get("run") else [])
+    return f"digitlab: using {about['checkpoint']} ({', '.join(said)})"
+
+
+def model_name(class_path: Any) -> str:
+    """The registry name of a model class path (the class's own name when it is not registered)."""
+    from digitlab.models.registry import model_entries
+
+    names = {entry.class_path: entry.name for entry in model_entries()}
+    text = str(class_path or "unknown model")
+    return names.get(text, text.rsplit(".", 1)[-1])
 
 
 def load(ckpt_path: str, weights_only: Optional[bool], opt_out: bool = True) -> dict[str, Any]:

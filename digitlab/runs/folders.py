@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.config.import_names import check_run_config
 from digitlab.errors import RunNotWritten, UserError
-from digitlab.runs import layout
+from digitlab.runs import checkpoints, layout
 from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX, run_folder_of
 from digitlab.utils.destination import NO_ROOM, NOT_WRITABLE, file_system_of, write_probe
 
@@ -250,9 +250,9 @@ def with_run_config(subcommand: str, args: list[str]) -> list[str]:
                                                         for a in args):
         return args
     ckpt_path = _option(args, "--ckpt_path")
-    if ckpt_path == "last":  # without a config, only the command line can move the runs' folder
+    if ckpt_path:  # `last`, `best`, a run: without a config, only the command line can move the runs' folder
         root_dir = _option(args, "--trainer.default_root_dir")
-        ckpt_path = str(layout.newest_last_checkpoint(layout.logs_root({"default_root_dir": root_dir})))
+        ckpt_path = checkpoints.named(ckpt_path, layout.logs_root({"default_root_dir": root_dir}))
     run = run_folder_of(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else None
     if run is None or not (run / layout.RUN_CONFIG).is_file():
         return args

@@ -1,5 +1,6 @@
-"""The on-disk contract of a run: every name in a run folder, where the runs of a config live, and what
-``--ckpt_path last`` means. Read by the code that writes runs and the code that reads them (the report, which
+"""The on-disk contract of a run: every name in a run folder, where the runs of a config live, and which run
+``--ckpt_path last`` and ``--ckpt_path best`` mean (the newest run: its last.ckpt, and its best checkpoint by the
+monitored metric, which `digitlab.runs.checkpoints.best_checkpoint` reads from the run's checkpoint). Read by the code that writes runs and the code that reads them (the report, which
 imports no Lightning: nor does this module).
 
     lightning_logs/                   LOGS_FOLDER, under trainer.default_root_dir (or the logger's save_dir/name)
@@ -74,16 +75,39 @@ def sweeps_root(trainer_config: Any) -> Path:
     return logs_root(trainer_config) / SWEEPS
 
 
-def newest_last_checkpoint(root: Path) -> Path:
+CHECKPOINT_KEYWORDS = ("last", "best")  # --ckpt_path's words for the newest run's checkpoints
+RUN_NAME = re.compile(rf"{RUN_PREFIX}\d+")
+
+
+def newest_last_checkpoint(root: Path, keyword: str = "last") -> Path:
     """What ``--ckpt_path last`` means: the most recently written ``version_*/checkpoints/last.ckpt`` under
-    `root` (`logs_root` of the command's config)."""
+    `root` (`logs_root` of the command's config). Its run is the newest run, the one ``best`` reads too."""
     candidates = sorted(root.glob(f"{RUN_PREFIX}*/{CHECKPOINTS}/{LAST_CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise UserError(
-            f"--ckpt_path last: no run under {root} has a {CHECKPOINTS}/{LAST_CHECKPOINT}. Give the path of a "
+            f"--ckpt_path {keyword}: no run under {root} has a {CHECKPOINTS}/{LAST_CHECKPOINT}. Give the path of a "
             "checkpoint instead (or, to train afresh, leave --ckpt_path out)."
         )
     return candidates[-1]
+
+
+def newest_run(root: Path, keyword: str = "last") -> Path:
+    """The run ``--ckpt_path last`` and ``--ckpt_path best`` read: the folder of `newest_last_checkpoint`."""
+    return newest_last_checkpoint(root, keyword).parent.parent
+
+
+def named_run(name: str, root: Path) -> Optional[Path]:
+    """The run folder `name` names as ``--ckpt_path``: a folder holding ``checkpoints/``, or ``version_N`` of
+    `root` (the command's runs); None when it names no run."""
+    path = Path(name)
+    if not path.exists() and RUN_NAME.fullmatch(name):
+        path = root / name
+    return path if (path / CHECKPOINTS).is_dir() else None
+
+
+def best_files(run: Path) -> list[Path]:
+    """The run's own ``checkpoints/best-*.ckpt`` files (a monitored ModelCheckpoint's, as configs/ name them)."""
+    return sorted((run / CHECKPOINTS).glob(f"{BEST_PREFIX}*.ckpt"))
 
 
 def run_folder_of(ckpt_path: str) -> Optional[Path]:

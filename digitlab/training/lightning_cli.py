@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import sys
 from argparse import ArgumentError
 from typing import Any, Optional
 
@@ -142,6 +143,9 @@ class DigitLabCLI(LightningCLI):
                 f"--ckpt_path {config.ckpt_path} holds weights only (saved with save_weights_only), so training "
                 "cannot resume from it. Use it with validate, test or predict, or resume from a full checkpoint."
             )
+        if self.run_subcommand == "fit":
+            refuse_other_settings(ckpt_path or config.ckpt_path, config.ckpt_path,
+                                  self.parser.dump(config, skip_none=False, skip_check=True))
         model_class = configured_model_class(config.model)
         hyperparameters = checkpoints.model_hyperparameters(config.ckpt_path, self.checkpoint, model_class,
                                                             trusted=config.get("weights_only") is False)
@@ -155,9 +159,71 @@ class DigitLabCLI(LightningCLI):
         plain = {key: value for key, value in (vars(init_args) if init_args is not None else {}).items()
                  if isinstance(value, (bool, int, float, str, type(None)))}
         checkpoints.check_fits_before_building(config.ckpt_path, self.checkpoint, model_class, plain)
+        if self.run_subcommand != "fit" and rank_zero_only.rank == 0:
+            print(checkpoints.describe(config.ckpt_path, self.checkpoint, checkpoints.model_name(
+                self.config.model.class_path)), file=sys.stderr)
 
     def instantiate_classes(self) -> None:
         """Nothing: `digitlab.training.run.build_run` builds the run from the parsed config."""
+
+
+# Where and how the data files are read, not what is learned: a resumed run may read them from elsewhere.
+NOT_SETTINGS = frozenset({"data.data_dir", "data.download", "data.verify", "data.num_workers", "data.pin_memory"})
+
+
+def refuse_other_settings(asked: str, ckpt_path: str, dumped: str) -> None:
+    """Refuse to resume the run of `ckpt_path` with model or data settings other than its own (its config.yaml):
+    the resumed run would mix the checkpoint's settings with the config's. `dumped`: this fit's parsed config,
+    as config.yaml holds it."""
+    import yaml
+
+    from digitlab.config.bounded_yaml import UnreadableYaml, load_yaml_file
+    from digitlab.runs import layout
+
+    run = layout.run_folder_of(ckpt_path)
+    if run is None or not (run / layout.RUN_CONFIG).is_file():
+        return
+    try:
+        saved = load_yaml_file(run / layout.RUN_CONFIG, "run config")
+    except UnreadableYaml:
+        return
+    current = yaml.safe_load(dumped)
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return
+    theirs, ours = _flat(saved, ("model", "data")), _flat(current, ("model", "data"))
+    differing = [key for key in sorted(theirs.keys() | ours.keys())
+                 if key not in NOT_SETTINGS and theirs.get(key) != ours.get(key)]
+    if differing:
+        shown = "; ".join(f"{key}: {_short(theirs.get(key))} in the run, {_short(ours.get(key))} here"
+                          for key in differing[:6])
+        more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
+        raise UserError(
+            f"--ckpt_path {asked} would resume the run {run} ({ckpt_path}) with other model or data settings than "
+            f"it was trained with: {shown}{more}. A resumed run keeps its own settings, never a mix. Resume it with "
+            f"its own config (`digitlab fit --config {run / layout.RUN_CONFIG} --ckpt_path {ckpt_path}`), or leave "
+            "--ckpt_path out to start a new run with these settings."
+        )
+
+
+def _flat(config: dict, sections: tuple[str, ...]) -> dict[str, Any]:
+    """The values of `sections` of a config, by dotted key (``model.init_args.optimizer.init_args.lr``)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}", inner)
+        else:
+            flat[prefix] = value
+
+    for section in sections:
+        walk(section, config.get(section))
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = "unset" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def configured_model_class(model_config: Any) -> type:

@@ -7,12 +7,13 @@ import argparse
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.request
 import warnings
 from importlib.resources import files
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -20,9 +21,12 @@ from digitlab.config.option_checks import OptionParser
 from digitlab.errors import UserError
 from digitlab.deploy.loading import add_checkpoint_arguments, load_model
 from digitlab.deploy.serve.request_body import MAX_BODY_BYTES, MAX_PIXELS
+from digitlab.runs import checkpoints
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
 GRACEFUL_STOP_SECONDS = 5
+# The page's line under which it names the checkpoint served.
+PAGE_HINT = '<p class="hint">with the mouse, a finger or a pen: the model answers as you draw.</p>'
 
 
 def serve_command(args: list[str]) -> None:
@@ -42,7 +46,8 @@ def serve_command(args: list[str]) -> None:
     except BaseException:
         torch.set_num_threads(threads)  # nothing started: the process is left as it was
         raise
-    server = build_server(str(trained.path.resolve()), options)
+    print(trained.description, file=sys.stderr)
+    server = build_server(str(trained.path.resolve()), options, trained.about)
     # --port 0: the system picks a free port; the socket is bound here and kept, and the URL says the real port.
     listener = _listening_socket(options.host) if options.port == 0 else None
     port = listener.getsockname()[1] if listener else options.port
@@ -97,10 +102,13 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def build_server(ckpt_path: str, options: argparse.Namespace):
-    """A LitServer for `ckpt_path`, with `PreparePictures` in front of ``POST /predict`` and the page at ``/``."""
+def build_server(ckpt_path: str, options: argparse.Namespace, about: Optional[dict[str, Any]] = None):
+    """A LitServer for `ckpt_path`, with `PreparePictures` in front of ``POST /predict``, the page at ``/`` and
+    ``GET /model``: `about` the checkpoint (`checkpoints.facts`: file, model, epoch, run), also named on the page."""
+    import html
+
     import litserve
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     from digitlab.deploy.serve.api import DigitAPI
     from digitlab.deploy.serve.middleware import PreparePictures
@@ -121,7 +129,11 @@ def build_server(ckpt_path: str, options: argparse.Namespace):
     # settings, which a client has no need to see (removed).
     app.router.routes = [route for route in app.router.routes
                          if getattr(route, "path", None) not in ("/", server.info_path)]
+    if about:
+        said = checkpoints.sentence(about).removeprefix("digitlab: using ")
+        page = page.replace(PAGE_HINT, f'{PAGE_HINT}\n<p class="hint" id="model">Serving {html.escape(said)}</p>', 1)
     app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/model", lambda: JSONResponse(about or {}), methods=["GET"], include_in_schema=False)
     return server
 
 
@@ -171,7 +183,8 @@ def serve_parser() -> OptionParser:
         "serve",
         description="Serve a checkpoint over HTTP with LitServe: POST /predict takes a picture (PNG or JPEG bytes, or "
         'JSON {"image": 28x28 numbers in [0, 1]}) and answers {"digit": d, "probabilities": [10 numbers]}; '
-        "GET / is a page to draw a digit on; GET /health says ok once the model is loaded.",
+        "GET / is a page to draw a digit on; GET /health says ok once the model is loaded; GET /model names the "
+        'checkpoint served ({"checkpoint", "model", "epoch", "run"}).',
     )
     add_checkpoint_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default: this machine only), 0.0.0.0 or ::")
