@@ -382,7 +382,8 @@ def quiet_lightning_notices() -> None:
 # Lightning's lines that say nothing about the user's run: advertisements, the seed (in config.yaml), hardware
 # that is not there, and the end of the epochs asked for.
 _NOISE = ("💡 Tip", "Seed set to ", "GPU available: False", "TPU available: False", "HPU available: False",
-          "Trainer already configured with model summary callbacks", "`Trainer.fit` stopped: `max_epochs=")
+          "Trainer already configured with model summary callbacks", "`Trainer.fit` stopped: `max_epochs=",
+          "Loaded model weights from the checkpoint at")  # the command's own "using" line names the checkpoint
 
 
 _NOISY_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero")
