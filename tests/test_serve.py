@@ -418,7 +418,7 @@ def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkp
     monkeypatch.setattr(litserve.LitServer, "run", lambda *args, **kwargs: started.append("LitServer.run"))
     monkeypatch.setattr(socket.socket, "listen", lambda *args, **kwargs: started.append("listen"))
     args = ["--ckpt_path", str(checkpoint), "--port", str(port) if case == "port in use" else "0"]
-    expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
+    expected = {"missing checkpoint": "no such file", "foreign checkpoint": "package somewhere, which is not installed",
                 "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
                 "batch timeout": "--batch_timeout -1.0 is not valid", "accelerator": "--accelerator"}[case]
     if case == "accelerator" and torch.cuda.is_available():

@@ -275,3 +275,17 @@ def test_a_model_whose_plugin_is_not_installed_says_which_package_to_install(tmp
     assert_user_error(result, "digitlab_goneplugin.model.GoneNet", f"named in the config file {config}",
                       "package digitlab_goneplugin, which is not installed", "`pip install digitlab_goneplugin`")
     assert "--help" not in result.stderr
+
+
+@pytest.mark.parametrize("subcommand", ["test", "export"])
+def test_a_run_whose_plugin_was_uninstalled_says_which_package_to_install(tmp_path, subcommand):
+    from checkpoint_files import write_checkpoint
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  class_path: digitlab_goneplugin.model.GoneNet\n")
+    checkpoint = write_checkpoint(run / "checkpoints" / "last.ckpt", "digitlab_goneplugin.model.GoneNet", {})
+    result = run_digitlab(subcommand, "--ckpt_path", str(checkpoint), cwd=tmp_path)
+    assert_user_error(result, "digitlab_goneplugin.model.GoneNet", "package digitlab_goneplugin, which is not "
+                      "installed", "`pip install digitlab_goneplugin`")
+    assert "import as code" not in result.stderr and "not a registered" not in result.stderr

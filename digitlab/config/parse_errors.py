@@ -7,6 +7,7 @@ from argparse import ArgumentError
 from pathlib import Path
 
 from digitlab.config.bounded_yaml import MAX_BYTES, UnreadableYaml, load_yaml_file
+from digitlab.config.import_names import how_to_install
 from digitlab.training.compat import parser_actions
 from digitlab.utils.text import closest, did_you_mean
 
@@ -81,10 +82,8 @@ def _not_installed(key: str, class_path: str, missing: str, args: list[str]) -> 
                 "its dependencies), then run the command again.")
     source = _file_with_key(args, [key, "class_path"])
     where = f" (named in the config file {source})" if source else ""
-    return (f"{key}: {class_path}{where} comes from the Python package {package}, which is not installed here: "
-            f"No module named '{missing}'. Install the plugin that provides it (`pip install {package}`, or "
-            "`pip install PATH` for a plugin's source folder), then run the command again; `digitlab models` lists "
-            "the models installed.")
+    return (f"{key}: {class_path}{where}: No module named '{missing}'. "
+            f"{how_to_install(package).replace('The model', 'It', 1)}")
 
 
 def _file_with_key(args: list[str], keys: list[str]) -> str | None:
