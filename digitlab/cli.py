@@ -12,7 +12,7 @@ from typing import Optional
 
 from digitlab.config.option_checks import OptionParser
 from digitlab.errors import PluginWarning, RunWarning, SkippedFileWarning, StopSignal, Stopped, UserError
-from digitlab.utils import stop_requests
+from digitlab.utils import installed_torch, stop_requests
 from digitlab.utils.tables import aligned_lines
 from digitlab.utils.text import closest, did_you_mean
 
@@ -96,6 +96,7 @@ class Subcommand:
     target: str
     whole_argv: bool = False
     parser: Optional[str] = None  # ``module:function`` that builds its argparse parser; None: LightningCLI's
+    torch: bool = True  # it imports torch: torchvision is checked against it first (`installed_torch.check`)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -107,7 +108,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          parser="digitlab.cli:models_parser"),
     # The report's command with the sweep's folders added: the sweep extends the report, not the reverse.
     "report": Subcommand("compare runs in one table (and plot their validation accuracy)",
-                         "digitlab.sweep.report:report_command", parser="digitlab.report.command:report_parser"),
+                         "digitlab.sweep.report:report_command", parser="digitlab.report.command:report_parser",
+                         torch=False),
     "export": Subcommand("write a checkpoint as an ONNX or TorchScript file, checked on MNIST",
                          "digitlab.deploy.export:export_command", parser="digitlab.deploy.export:export_parser"),
     "serve": Subcommand("serve a checkpoint over HTTP, with a page to draw digits", "digitlab.deploy.serve:serve_command",
@@ -167,6 +169,8 @@ def _run(args: list[str]) -> None:
         hint = did_you_mean(closest(args[0], SUBCOMMANDS))
         raise UserError(f"'{args[0]}' is not a digitlab subcommand.{hint} The subcommands are "
                         f"{', '.join(SUBCOMMANDS)}; `digitlab --help` describes them.")
+    if command.torch:
+        installed_torch.check()
     module_name, _, function_name = command.target.partition(":")
     function = getattr(importlib.import_module(module_name), function_name)
     _use_warning_format()  # after the import, which may have brought Lightning and its warning format
@@ -184,9 +188,10 @@ def _fresh_line() -> None:
 def _user_error(error: Optional[BaseException]) -> Optional[UserError]:
     """`error` if it is a `UserError`, or the `UserError` that caused it: jsonargparse wraps what a class's
     ``__init__`` raises (a model rejecting a value) in errors of its own."""
+    original = error
     while error is not None and not isinstance(error, UserError):
         error = error.__cause__
-    return error
+    return error or installed_torch.mismatch_error(original)
 
 
 if __name__ == "__main__":

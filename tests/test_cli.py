@@ -129,3 +129,104 @@ def test_python_dash_m_digitlab_is_the_digitlab_command(tmp_path, monkeypatch, c
         assert exit.code in (0, None)
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lenet5"))
     assert "digitlab.models.lenet.LeNet5" in line
+
+
+def _argparse_choices():
+    import importlib
+
+    from digitlab.cli import SUBCOMMANDS
+
+    for name, command in SUBCOMMANDS.items():
+        if command.parser is None:
+            continue
+        module, _, function = command.parser.partition(":")
+        parser = getattr(importlib.import_module(module), function)()
+        for action in parser._actions:
+            if action.choices and action.option_strings:
+                yield name, parser, action
+
+
+def test_every_invalid_choice_is_one_paragraph_naming_the_choices():
+    from digitlab.errors import UserError
+
+    found = list(_argparse_choices())
+    assert {(name, action.dest) for name, _, action in found} >= {("export", "format"), ("serve", "log_level")}
+    for name, parser, action in found:
+        option = next(o for o in action.option_strings if o.startswith("--"))
+        with pytest.raises(UserError) as refused:
+            parser.parse_args([option, "tflite"])
+        message = str(refused.value)
+        assert "\n" not in message and "usage:" not in message
+        assert message.startswith(f"{option} tflite is not valid: choose one of ")
+        assert all(str(choice) in message for choice in action.choices) and f"digitlab {name} --help" in message
+
+
+def test_an_invalid_format_is_one_line_through_the_command(tmp_path):
+    result = run_digitlab("export", "--ckpt_path", "last", "--format", "onx", cwd=tmp_path)
+    assert_user_error(result, "--format onx is not valid: choose one of onnx, torchscript.", "Did you mean 'onnx'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- a torchvision built for another torch ------------------------------------------------------------------
+
+
+def fake_versions(monkeypatch, torch: str, torchvision: str) -> None:
+    from digitlab.utils import installed_torch
+
+    versions = {"torch": torch, "torchvision": torchvision}
+    monkeypatch.setattr(installed_torch, "installed_version", versions.get)
+
+
+@pytest.mark.parametrize("torch, torchvision, why, fix", [
+    ("2.13.0+cpu", "0.28.0+cu128", "built for CUDA 12", "torch==2.13.0 torchvision --index-url "
+                                                        "https://download.pytorch.org/whl/cpu"),
+    ("2.14.1+cu130", "0.28.0+cu130", "built for torch 2.13", "torch==2.14.1 torchvision --index-url "
+                                                             "https://download.pytorch.org/whl/cu130"),
+    ("2.5.1", "0.21.0", "built for torch 2.6", "torch==2.5.1 torchvision`"),
+])
+def test_a_torchvision_built_for_another_torch_is_one_line_before_anything_is_imported(
+        tmp_path, monkeypatch, torch, torchvision, why, fix):
+    fake_versions(monkeypatch, torch, torchvision)
+    result = run_digitlab("fit", "--config", "configs/lenet5.yaml", cwd=tmp_path)
+    assert_user_error(result, f"torchvision {torchvision} does not go with torch {torch} (it was {why})",
+                      f"`pip install --force-reinstall {fix}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    fake_versions(monkeypatch, torch, torchvision)
+    assert "torchvision" not in run_digitlab("report", cwd=tmp_path).stderr  # the report needs no torch
+
+
+@pytest.mark.parametrize("torch, torchvision", [
+    ("2.14.1+cu130", "0.29.1+cu130"), ("2.13.0+cpu", "0.28.0+cpu"), ("2.5.1", "0.20.1"), ("2.5.1+cu124", "0.20.1"),
+    ("2.7.0a0+git1234", "0.22.0a0"), ("3.0.0", "1.0.0"),
+])
+def test_builds_that_go_together_pass(monkeypatch, torch, torchvision):
+    from digitlab.utils import installed_torch
+
+    fake_versions(monkeypatch, torch, torchvision)
+    installed_torch.check()
+
+
+def test_the_installed_torch_and_torchvision_pass_and_are_read_without_importing():
+    from digitlab.utils import installed_torch
+
+    import torch
+    import torchvision
+
+    assert installed_torch.installed_version("torch") == torch.__version__
+    assert installed_torch.installed_version("torchvision") == torchvision.__version__
+    installed_torch.check()
+
+
+def raise_torchvision_import_failure(args):
+    raise RuntimeError("operator torchvision::nms does not exist")
+
+
+def test_torchvisions_import_failure_is_explained_in_one_line(tmp_path, monkeypatch):
+    from digitlab import cli
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "models", cli.Subcommand("", f"{__name__}:raise_torchvision_import_failure"))
+    fake_versions(monkeypatch, "2.13.0+cpu", "0.28.0+cu128")
+    monkeypatch.setattr(cli.installed_torch, "check", lambda: None)  # as if the versions had not told
+    result = run_digitlab("models", cwd=tmp_path)
+    assert_user_error(result, "torchvision 0.28.0+cu128 does not go with torch 2.13.0+cpu", "pip install")
+    assert len(result.stderr.strip().splitlines()) == 1

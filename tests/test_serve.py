@@ -113,7 +113,7 @@ def start_server(checkpoint: Path, folder: Path, *options: str) -> Server:
 def server(checkpoint, tmp_path_factory):
     """`digitlab serve` until the module's tests are done; then Ctrl-C, which must stop it and every process it
     started, with exit code 0 and no traceback."""
-    started = start_server(checkpoint, tmp_path_factory.mktemp("serve"),
+    started = start_server(checkpoint, tmp_path_factory.mktemp("serve"), "--log_level=info",  # a line per request
                            *(f"--{key}={value}" for key, value in LIMITS.items()))
     process, log = started.process, started.log
     try:
@@ -162,6 +162,25 @@ def test_health_and_a_self_contained_page(server):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert '<canvas id="pad"' in page.text and 'id="clear"' in page.text
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text) and "@import" not in page.text
+
+
+def readme_client() -> str:
+    """README's Python client for `digitlab serve`."""
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+                 if "/predict" in block]
+    return snippet
+
+
+def test_readmes_python_client_works_as_written_and_info_logs_each_request(server):
+    snippet = readme_client()
+    assert "http://127.0.0.1:8000/predict" in snippet
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the standard library only
+    result = subprocess.run([sys.executable, "-c", snippet.replace("http://127.0.0.1:8000", server.url)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = post(server.url, (REPO / "examples" / "digits" / "7_chalk.png").read_bytes(), "image/png").json()
+    assert result.stdout.split() == [str(answer["digit"]), str(max(answer["probabilities"]))]
+    wait_for(line_in(server.log, r'"POST /predict HTTP/1\.1" 200'), 30, "--log_level info's line for a request")
 
 
 def test_every_picture_gets_digitlab_predicts_answer(server, pictures, expected):
@@ -414,7 +433,7 @@ def test_a_bad_start_is_one_clear_error_and_binds_nothing(case, tmp_path, checkp
     monkeypatch.setattr(litserve.LitServer, "run", lambda *args, **kwargs: started.append("LitServer.run"))
     monkeypatch.setattr(socket.socket, "listen", lambda *args, **kwargs: started.append("listen"))
     args = ["--ckpt_path", str(checkpoint), "--port", str(port) if case == "port in use" else "0"]
-    expected = {"missing checkpoint": "no such file", "foreign checkpoint": "not a registered digitlab model",
+    expected = {"missing checkpoint": "no such file", "foreign checkpoint": "package somewhere, which is not installed",
                 "port in use": f"Cannot listen on 127.0.0.1:{port}", "host": "--host 192.0.2.1",
                 "batch timeout": "--batch_timeout -1.0 is not valid", "accelerator": "--accelerator"}[case]
     if case == "accelerator" and torch.cuda.is_available():

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digitlab.deploy.serve.command import GRACEFUL_STOP_SECONDS
+from conftest import REPO
 from test_serve import Server, _group_ends, assert_answer, checkpoint, expected, pictures, png, post, start_server
 
 pytestmark = pytest.mark.slow  # every test here starts a server
@@ -113,8 +114,24 @@ def test_a_client_sending_its_whole_body_reads_the_413(size, server, normal_requ
 
 @pytest.mark.parametrize("path", ["/info", "/docs", "/openapi.json", "/redoc"])
 def test_no_undocumented_route_shows_the_servers_settings(path, server, normal_request_after):
+    # The API is documented by docs/openapi.yaml, not by FastAPI's generated pages (which would show LitServe's).
     response = httpx.get(f"{server.url}{path}", timeout=30)
     assert response.status_code == 404 and "timeout" not in response.text
+
+
+def test_docs_openapi_yaml_describes_every_route_and_only_those(server):
+    import yaml
+
+    spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text())
+    assert spec["openapi"].startswith("3.") and set(spec["paths"]) == {"/predict", "/health", "/model", "/"}
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            body = {"content": b"", "headers": {"Content-Type": "image/png"}} if method == "post" else {}
+            response = httpx.request(method.upper(), f"{server.url}{path}", timeout=60, **body)
+            assert response.status_code != 404 and str(response.status_code) in operations[method]["responses"]
+    predict = spec["paths"]["/predict"]["post"]
+    assert {"image/png", "application/json"} <= set(predict["requestBody"]["content"])
+    assert {"200", "400", "413", "503", "504"} <= set(predict["responses"])
 
 
 def huge_picture(seed: int) -> bytes:

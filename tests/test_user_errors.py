@@ -252,3 +252,40 @@ def test_measuring_untrained_weights_is_said(tmp_path, data, args, said):
                           "--data.verify", "false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"digitlab: warning: {said}" in result.stderr
+
+
+def test_a_typo_in_a_config_file_names_the_file(tmp_path):
+    (tmp_path / "overlay.yaml").write_text("trainer:\n  max_epoch: 1\n")
+    result = run_digitlab("fit", "--model", "lenet5", "--config", str(tmp_path / "overlay.yaml"), cwd=tmp_path)
+    assert_user_error(result, "'max_epoch'", f"in the config file {tmp_path / 'overlay.yaml'}",
+                      "Did you mean 'trainer.max_epochs'")
+
+
+def test_a_typo_in_a_models_arguments_names_the_file(tmp_path):
+    (tmp_path / "model.yaml").write_text("model:\n  class_path: lenet5\n  init_args:\n    chanels: 3\n")
+    result = run_digitlab("fit", "--config", str(tmp_path / "model.yaml"), cwd=tmp_path)
+    assert_user_error(result, "'chanels'", f"in the config file {tmp_path / 'model.yaml'}")
+
+
+def test_a_model_whose_plugin_is_not_installed_says_which_package_to_install(tmp_path):
+    # A run's config.yaml written while a plugin was installed, read after it was uninstalled.
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  class_path: digitlab_goneplugin.model.GoneNet\n  init_args:\n    channels: 8\n")
+    result = run_digitlab("test", "--config", str(config), cwd=tmp_path)
+    assert_user_error(result, "digitlab_goneplugin.model.GoneNet", f"named in the config file {config}",
+                      "package digitlab_goneplugin, which is not installed", "`pip install digitlab_goneplugin`")
+    assert "--help" not in result.stderr
+
+
+@pytest.mark.parametrize("subcommand", ["test", "export"])
+def test_a_run_whose_plugin_was_uninstalled_says_which_package_to_install(tmp_path, subcommand):
+    from checkpoint_files import write_checkpoint
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  class_path: digitlab_goneplugin.model.GoneNet\n")
+    checkpoint = write_checkpoint(run / "checkpoints" / "last.ckpt", "digitlab_goneplugin.model.GoneNet", {})
+    result = run_digitlab(subcommand, "--ckpt_path", str(checkpoint), cwd=tmp_path)
+    assert_user_error(result, "digitlab_goneplugin.model.GoneNet", "package digitlab_goneplugin, which is not "
+                      "installed", "`pip install digitlab_goneplugin`")
+    assert "import as code" not in result.stderr and "not a registered" not in result.stderr

@@ -47,6 +47,25 @@ def could_import(text: str) -> bool:
         return False
 
 
+def missing_package(class_path: str) -> Optional[str]:
+    """The top-level package of `class_path` (``digitlab_tinycnn`` of ``digitlab_tinycnn.model.TinyCNN``) when
+    Python cannot find it (an uninstalled plugin), else None. Nothing is imported."""
+    package = class_path.strip().split(".")[0]
+    if not package.isidentifier() or "." not in class_path.strip() or package in sys.modules:
+        return None
+    try:
+        return package if importlib.util.find_spec(package) is None else None
+    except (ImportError, ValueError):
+        return None
+
+
+def how_to_install(package: str) -> str:
+    """How to get the model of a package that is not installed: the sentence every command says."""
+    return (f"The model comes from the Python package {package}, which is not installed here: install the plugin "
+            f"that provides it (`pip install {package}`, or `pip install PATH` for a plugin's source folder), then "
+            "run the command again; `digitlab models` lists the models installed.")
+
+
 class _Rules(NamedTuple):
     model_class: Optional[type]
     run_config: bool
@@ -206,6 +225,8 @@ def check_run_config(path: Path, args: list[str]) -> None:
     except UnreadableYaml:
         return
     for where, name in foreign_names(config, None, run_config=True, user_names=frozenset(args)):
+        if where == "model.class_path" and (package := missing_package(name)):
+            raise UserError(f"The run's config {path} names the model {name[:200]}. {how_to_install(package)}")
         raise refusal(f"The run's config {path}, which digitlab uses for this checkpoint,", where, name[:200],
                       "Restore the config the run wrote, or name a config you trust with --config (then it is "
                       "yours, and not checked).")

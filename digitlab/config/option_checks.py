@@ -21,6 +21,8 @@ from digitlab.errors import UserError
 from digitlab.utils.text import closest, did_you_mean
 
 Number = Union[int, float]
+# argparse's words for a value outside an option's choices (its quotes around each choice vary by version)
+_INVALID_CHOICE = re.compile(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$")
 RUN = "fit|validate|test|predict"  # the command of the Lightning subcommands' config keys
 
 
@@ -135,6 +137,13 @@ class OptionParser(argparse.ArgumentParser):
         return action
 
     def error(self, message: str) -> NoReturn:
+        if choice := _INVALID_CHOICE.search(message):
+            names, given, listed = choice.groups()
+            option = next((name for name in names.split("/") if name.startswith("--")), names.split("/")[0])
+            choices = [item.strip().strip("'\"") for item in listed.split(",")]
+            raise UserError(f"{option} {given} is not valid: choose one of {', '.join(choices)}."
+                            f"{did_you_mean(closest(given, choices))} `digitlab {self.command} --help` describes "
+                            "them.")
         hint = ""
         if unknown := re.search(r"unrecognized arguments: (--[^\s=]+)", message):
             hint = did_you_mean(closest(unknown.group(1), self.option_names))

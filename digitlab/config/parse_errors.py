@@ -7,14 +7,20 @@ from argparse import ArgumentError
 from pathlib import Path
 
 from digitlab.config.bounded_yaml import MAX_BYTES, UnreadableYaml, load_yaml_file
+from digitlab.config.import_names import how_to_install
 from digitlab.training.compat import parser_actions
 from digitlab.utils.text import closest, did_you_mean
 
 MAX_LINE, MAX_WORDS = 300, 1500  # characters of jsonargparse's message quoted: per line, in all
 _CLASS_PROBLEM = re.compile(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
                             r"Problem with given class_path '([^']+)':\s*(.+?)(?: - |$)")
+# An unknown key, and the group that holds it: "Group 'trainer' does not accept option 'max_epoch'", "Subcommand
+# 'fit' does not accept option 'x'", "Option 'x' is not accepted".
+_GROUP_OPTION = re.compile(r"(?:Group '([^']+)' )?(?:does not accept option|Option) '([^']+)'")
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 _UNKNOWN_KEY = (
     re.compile(r"does not accept option '([^']+)'"),
+    re.compile(r"Option '([^']+)' is not accepted"),
     re.compile(r"unrecognized arguments: --([^\s=]+)"),
     re.compile(r'Key "([^"]+)" is not expected'),
 )
@@ -35,6 +41,7 @@ def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str |
     A `UnicodeDecodeError` is what jsonargparse lets through when a config file is not text."""
     words = " ".join(_bounded(line.strip(), MAX_LINE) for line in str(error).splitlines() if line.strip())
     parts = [_bounded(words, MAX_WORDS).rstrip(".") + "."]
+    within = ""  # the key whose class a problem is in (``model``)
     if isinstance(error, UnicodeDecodeError):
         parts = [_name_the_file_that_is_not_text(error, args)]
     elif parts[0].startswith("Problems parsing config"):
@@ -43,10 +50,18 @@ def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str |
         parts = [_name_the_empty_file(args) or parts[0]]
     elif found := _CLASS_PROBLEM.search(words):  # jsonargparse lists every type it tried: keep what went wrong
         key, class_path, problem = found.groups()
+        within = key
         parts = [f"{key}: {class_path}: {problem.strip().rstrip('.')}."]
+        if missing := _MISSING_MODULE.search(problem):
+            return _not_installed(key, class_path, missing.group(1), args)
         if required := re.search(r"arguments are required: ([\w, ]+)", problem):
             first = required.group(1).split(",")[0].strip()
             parts.append(f"Give them in its init_args (for example `--{key}.{first} VALUE`).")
+    if option := _GROUP_OPTION.search(parts[0]):
+        group, name = option.groups()
+        keys = [part for part in f"{within}.{group or ''}.{name}".split(".") if part and part != "init_args"]
+        if source := _file_with_key(args, keys):
+            parts[0] = parts[0].rstrip(".") + f", in the config file {source}."
     for pattern in _UNKNOWN_KEY:
         found = pattern.search(parts[0])
         if found:
@@ -55,6 +70,43 @@ def explain(error: ArgumentError | UnicodeDecodeError, parser, subcommand: str |
     command = f"digitlab {subcommand}" if subcommand else "digitlab"
     parts.append(f"Run `{command} --help` for the options (`--print_config` shows a full config).")
     return " ".join(parts)
+
+
+def _not_installed(key: str, class_path: str, missing: str, args: list[str]) -> str:
+    """The model (or another class) of a config comes from a package that is not installed: say which and how to
+    install it. The config is often a run's config.yaml, written while a plugin was installed."""
+    package = class_path.split(".")[0]
+    if not missing.split(".")[0] == package:  # the package is there, but something it imports is not
+        return (f"{key}: {class_path}: importing it failed: No module named '{missing}', which the package "
+                f"{package} needs. Install it (`pip install {missing.split('.')[0]}`, or reinstall {package} with "
+                "its dependencies), then run the command again.")
+    source = _file_with_key(args, [key, "class_path"])
+    where = f" (named in the config file {source})" if source else ""
+    return (f"{key}: {class_path}{where}: No module named '{missing}'. "
+            f"{how_to_install(package).replace('The model', 'It', 1)}")
+
+
+def _file_with_key(args: list[str], keys: list[str]) -> str | None:
+    """The last config file given in `args` that sets the nested key `keys` (``trainer``, ``max_epoch``),
+    looking through ``init_args``: later files win, so the last one is the one the parser complained of."""
+    for value in reversed(_config_files(args)):
+        try:
+            config = load_yaml_file(Path(value), "config file")
+        except UnreadableYaml:
+            continue
+        if _holds(config, keys):
+            return value
+    return None
+
+
+def _holds(node, keys: list[str]) -> bool:
+    if not keys:
+        return True
+    if not isinstance(node, dict):
+        return False
+    if keys[0] in node:
+        return _holds(node[keys[0]], keys[1:])
+    return "init_args" in node and _holds(node["init_args"], keys)
 
 
 def _bounded(text: str, limit: int) -> str:

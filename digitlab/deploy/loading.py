@@ -89,6 +89,7 @@ def _does_not_fit(path: Path, entry: Any, detail: str) -> UserError:
 
 
 def _registered_entry(path: Path, class_path: Any):
+    from digitlab.config.import_names import how_to_install, missing_package
     from digitlab.models.registry import model_entries
 
     entries = model_entries()
@@ -98,6 +99,8 @@ def _registered_entry(path: Path, class_path: Any):
     known = ", ".join(f"{e.name} ({e.class_path})" for e in entries)
     if not class_path:
         what = "does not name its model class (it was not written by `digitlab fit`)"
+    elif isinstance(class_path, str) and (package := missing_package(class_path)):
+        raise UserError(f"--ckpt_path {path} holds a {class_path} model. {how_to_install(package)}")
     else:
         what = f"holds a {class_path} model, which is not a registered digitlab model"
     raise UserError(
