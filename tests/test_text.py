@@ -24,3 +24,9 @@ def test_closest_compares_a_dotted_key_by_its_last_part_within_its_section():
 def test_did_you_mean_follows_a_sentence_or_says_nothing():
     assert did_you_mean("fit") == " Did you mean 'fit'?"
     assert did_you_mean(None) == ""
+
+
+def test_an_abbreviation_suggests_the_one_name_it_begins():
+    names = ["trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "model.init_args.lr"]
+    assert closest("trainer.max_ep", names) == "trainer.max_epochs"
+    assert closest("model.init_args.l", names) == "model.init_args.lr"

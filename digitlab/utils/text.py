@@ -17,9 +17,13 @@ def natural_key(text: str) -> list:
 
 
 def closest(word: str, candidates: Iterable[str], cutoff: float = CLOSE_ENOUGH) -> Optional[str]:
-    """The candidate most like `word`, if any is at least `cutoff` alike (0 to 1). A dotted name
-    (``trainer.max_epoch``) is also compared by its last part with the candidates of its own section."""
+    """The candidate most like `word`, if any is at least `cutoff` alike (0 to 1); the one candidate that begins
+    with `word`, if there is one. A dotted name (``trainer.max_epoch``) is also compared by its last part with the
+    candidates of its own section."""
     candidates = list(candidates)
+    started = [c for c in candidates if c.startswith(word) and word.rpartition(".")[2]]
+    if len(started) == 1:  # an abbreviation (`trainer.max_ep`): the one name it begins
+        return started[0]
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
     if not matches:  # a typo in the last part of a long key drowns in the shared prefix
         section, _, leaf = word.rpartition(".")
