@@ -175,9 +175,7 @@ def refuse_other_settings(asked: str, ckpt_path: str, dumped: str) -> None:
     """Refuse to resume the run of `ckpt_path` with model or data settings other than its own (its config.yaml):
     the resumed run would mix the checkpoint's settings with the config's. `dumped`: this fit's parsed config,
     as config.yaml holds it."""
-    import yaml
-
-    from digitlab.config.bounded_yaml import UnreadableYaml, load_yaml_file
+    from digitlab.config.bounded_yaml import UnreadableYaml, load_yaml_file, load_yaml_text
     from digitlab.runs import layout
 
     run = layout.run_folder_of(ckpt_path)
@@ -185,9 +183,9 @@ def refuse_other_settings(asked: str, ckpt_path: str, dumped: str) -> None:
         return
     try:
         saved = load_yaml_file(run / layout.RUN_CONFIG, "run config")
+        current = load_yaml_text(dumped, "this fit's config")
     except UnreadableYaml:
         return
-    current = yaml.safe_load(dumped)
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return
     theirs, ours = _flat(saved, ("model", "data")), _flat(current, ("model", "data"))
