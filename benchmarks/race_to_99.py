@@ -33,7 +33,7 @@ RECORD_SECONDS, TARGET = 0.762, 0.99
 def network(width: int = 8) -> nn.Sequential:
     def block(channels_in: int, channels_out: int, kernel: int, padding: int) -> list[nn.Module]:
         return [nn.Conv2d(channels_in, channels_out, kernel, padding=padding, bias=False),
-                nn.BatchNorm2d(channels_out), nn.ReLU(), nn.MaxPool2d(2)]
+                nn.MaxPool2d(2), nn.BatchNorm2d(channels_out), nn.ReLU()]
 
     return nn.Sequential(*block(1, 3 * width, 5, 0), *block(3 * width, 5 * width, 3, 1),
                          *block(5 * width, 8 * width, 3, 1), nn.Flatten(), nn.Linear(8 * width * 9, 10))

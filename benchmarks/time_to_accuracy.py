@@ -76,7 +76,8 @@ def summary(name: str, runs: list[dict]) -> str:
         reached = [r[milestone] for r in runs]
         seconds = median_or_none([r["seconds"] if r else None for r in reached])
         count = sum(r is not None for r in reached)
-        cells.append(f"{seconds:>8.1f} ({count}/{len(runs)})" if seconds is not None else f"{'-':>8} (0/{len(runs)})")
+        cell = f"{seconds:.1f} ({count}/{len(runs)})" if seconds is not None else f"- (0/{len(runs)})"
+        cells.append(f"{cell:>{len(f'to {milestone} (reached)')}}")
     cells.append(f"{statistics.median(r['training'] for r in runs):>8.1f}")
     test = median_or_none([r["test"] for r in runs])
     cells.append(f"{test:.4f}" if test is not None else "-")

@@ -110,3 +110,14 @@ def test_the_sweep_file_searches_keys_of_its_config():
     sweep = load_sweep_file(REPO / "configs/sweeps/bncnn.yaml")
     run_config = load_run_config(["--config", str(REPO / "configs/bncnn.yaml")], sweep)
     assert set(sweep.space) <= set(run_config.config.keys())
+
+
+def test_a_learning_rate_that_cannot_work_is_refused_before_the_run():
+    with pytest.raises(UserError, match="learning rate -0.1"):
+        BatchNormCNN(optimizer=_negative_rate)
+
+
+def _negative_rate(params):  # torch's SGD refuses lr=-0.1 itself: set it afterwards
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    optimizer.param_groups[0]["lr"] = -0.1
+    return optimizer

@@ -51,7 +51,7 @@ def test_bncnn_weights_and_batch_norm_statistics_agree_on_every_rank(tmp_path, u
     ranks = run_worker(tmp_path, uneven_data, 2, "--model", "bncnn", "--fit", "--max_steps", "5")
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
-    assert int(ranks[0]["state"]["features.1.num_batches_tracked"]) == 5
+    assert int(ranks[0]["state"]["features.2.num_batches_tracked"]) == 5
     for rank in ranks:
         assert rank["metrics"]["test/images"] == 53
         assert rank["metrics"]["test/acc"] == ranks[0]["metrics"]["test/acc"]
