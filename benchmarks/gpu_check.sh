@@ -3,8 +3,9 @@
 #
 #   1. the test suite's GPU tests (`pytest -m gpu`: data on the device, bf16-mixed, torch.compile, DDP over
 #      every GPU with exact image counts when there are 2 or more);
-#   2. time to 99 % test accuracy with the data on the GPU (benchmarks/time_to_accuracy.py; the public record
-#      to beat: 99 % in 0.76 s of training on a laptop GPU);
+#   2. time to val/acc 0.99 and 0.995 with the data on the GPU, LeNet-5 and the batch-norm CNN
+#      (benchmarks/time_to_accuracy.py), and the race for 99 % test accuracy in under 0.76 s of training
+#      (benchmarks/race_to_99.py; the public record: tuomaso/train_mnist_fast on a GTX 1660 Ti);
 #   3. the DDP overlay (configs/trainer/ddp.yaml) on every visible GPU: the centroid's exact 0.8203 and LeNet-5,
 #      each counting the 10,000 test images exactly once.
 #
@@ -52,23 +53,42 @@ else
     row "GPU tests (pytest -m gpu)" "$summary" $((SECONDS - start)) ok
 fi
 
-# 2. Time to 99 % test accuracy, the data on the GPU.
+# 2. Time to val/acc 0.99 and 0.995 with the data on the GPU: LeNet-5's long fast recipe and the batch-norm CNN
+#    (configs/bncnn.yaml), each a whole `digitlab fit` (benchmarks/time_to_accuracy.py, one run each).
 if [ "$gpus" = 0 ]; then
-    row "time to 99 % test accuracy (data on the GPU)" "-" - "skipped: no CUDA"
+    row "time to val/acc 0.99 / 0.995 (data on the GPU)" "-" - "skipped: no CUDA"
 else
     start=$SECONDS
-    "$PYTHON" benchmarks/time_to_accuracy.py --recipes lenet5_gpu lenet5_fast_long >"$work/tta" 2>&1
+    "$PYTHON" benchmarks/time_to_accuracy.py --recipes lenet5_gpu bncnn_gpu --repeats 1 >"$work/tta" 2>&1
     code=$?
-    cat "$work/tta" | grep -v "^\s*$" | tail -n 6
-    for recipe in lenet5_gpu lenet5_fast_long; do
+    grep -v "^\s*$" "$work/tta" | tail -n 6
+    for recipe in lenet5_gpu bncnn_gpu; do
         line=$(grep "^$recipe " "$work/tta")
-        seconds=$(echo "$line" | awk '{print $3}')
-        if [ $code -ne 0 ] || [ -z "$line" ] || [ "$seconds" = not ]; then
-            row "time to 99 %: $recipe" "${line:-no result}" $((SECONDS - start)) FAILED
+        whole=$(echo "$line" | awk '{print $2}')
+        to99=$(echo "$line" | awk '{print $3}')
+        to995=$(echo "$line" | awk '{print $5}')
+        if [ $code -ne 0 ] || [ -z "$line" ]; then
+            row "time to val/acc: $recipe" "${line:-no result}" $((SECONDS - start)) FAILED
         else
-            row "time to 99 %: $recipe" "$seconds s of training (record: 0.76 s)" $((SECONDS - start)) ok
+            row "time to val/acc: $recipe" "0.99: $to99 s, 0.995: $to995 s; fit $whole s" $((SECONDS - start)) ok
         fi
     done
+fi
+
+# 2b. The race for 99 % test accuracy in < 0.76 s of training (plain PyTorch, data on the GPU, batch 256, Adam
+#     with one-cycle; benchmarks/race_to_99.py); it prints its own reason and skips without CUDA.
+start=$SECONDS
+"$PYTHON" benchmarks/race_to_99.py >"$work/race" 2>&1
+code=$?
+tail -n 3 "$work/race"
+if [ "$gpus" = 0 ]; then
+    row "race: 99 % test accuracy in < 0.76 s" "-" - "skipped: no CUDA"
+elif grep -q "^RACE" "$work/race"; then
+    result=$(grep "^RACE" "$work/race" | sed 's/.*: mean test accuracy \([0-9.]*\) over.* in \([0-9.]*\) s of.*/\1 in \2 s/')
+    row "race: 99 % test accuracy in < 0.76 s" "$result" $((SECONDS - start)) \
+        "$([ $code -eq 0 ] && echo ok || echo 'ok (record not beaten)')"
+else
+    row "race: 99 % test accuracy in < 0.76 s" "failed" $((SECONDS - start)) FAILED
 fi
 
 # 3. The DDP overlay on every GPU (2 CPU processes without CUDA): every test image counted exactly once.

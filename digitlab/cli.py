@@ -104,6 +104,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "validate": Subcommand("evaluate a checkpoint on the validation split", "digitlab.training.run:main", True),
     "test": Subcommand("evaluate a checkpoint on the official test set", "digitlab.training.run:main", True),
     "predict": Subcommand("predict MNIST's test digits or your own pictures", "digitlab.training.run:main", True),
+    "lr_find": Subcommand("suggest a learning rate: Lightning's range test on the run a fit would train",
+                          "digitlab.training.lr_find:lr_find_command", parser="digitlab.training.lr_find:lr_find_parser"),
     "models": Subcommand("list the registered models (built-in and plugins)", "digitlab.cli:models_command",
                          parser="digitlab.cli:models_parser"),
     # The report's command with the sweep's folders added: the sweep extends the report, not the reverse.

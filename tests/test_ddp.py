@@ -45,6 +45,18 @@ def test_mlp_weights_are_identical_on_every_rank_after_training(tmp_path, uneven
         assert not torch.equal(weight, initial[name]), f"{name} did not train"
 
 
+def test_bncnn_weights_and_batch_norm_statistics_agree_on_every_rank(tmp_path, uneven_data):
+    """Plain batch norm under DDP: each process normalises its own batch, DDP broadcasts rank 0's running
+    statistics before a forward pass, so evaluation uses the same statistics everywhere."""
+    ranks = run_worker(tmp_path, uneven_data, 2, "--model", "bncnn", "--fit", "--max_steps", "5")
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    assert int(ranks[0]["state"]["features.2.num_batches_tracked"]) == 5
+    for rank in ranks:
+        assert rank["metrics"]["test/images"] == 53
+        assert rank["metrics"]["test/acc"] == ranks[0]["metrics"]["test/acc"]
+
+
 @pytest.mark.parametrize("devices, eval_batch_size", [(2, 16), (3, 1000)])  # several padded batches, or one
 def test_centroid_and_evaluation_count_every_image_exactly_once(tmp_path, uneven_data, devices, eval_batch_size):
     args = ("--model", "centroid", "--fit", "--val_split", "41", "--eval_batch_size", str(eval_batch_size))

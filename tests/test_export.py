@@ -28,7 +28,7 @@ from digitlab.deploy.loading import load_model, model_input
 from digitlab.models import DigitModel
 from digitlab.models.registry import ModelEntry
 
-BUILT_IN = ["centroid", "lenet5", "mlp"]
+BUILT_IN = ["bncnn", "centroid", "lenet5", "mlp"]
 SYNTHETIC_CHECK = ("--data.verify", "false")  # the check runs on synthetic test files, not the official ones
 
 

@@ -64,6 +64,9 @@ OPTIONS: dict[tuple[str, str], Range] = {
     ("serve", "max_body_bytes"): Range(1, 2**30, unit="bytes"),
     ("serve", "max_pixels"): Range(1, 2**30, unit="pixels"),
     ("sweep", "trials"): Range(1, 1_000_000),
+    ("lr_find", "min_lr"): Range(0, low_inclusive=False),
+    ("lr_find", "max_lr"): Range(0, low_inclusive=False),
+    ("lr_find", "num_training"): Range(2, 100_000, unit="steps"),  # a suggestion needs at least two losses
     ("sweep", "timeout"): Range(0, low_inclusive=False, unit="seconds"),
     # The Lightning subcommands' config: settings Lightning takes unchecked (it divides by some of them);
     # it refuses the others itself, in its own words (`checks.lightning_refusal`).
@@ -80,6 +83,9 @@ OPTIONS: dict[tuple[str, str], Range] = {
     (RUN, "data.batch_size"): Range(1),
     (RUN, "data.eval_batch_size"): Range(1),
     (RUN, "data.val_split"): Range(0),
+    (RUN, "data.augment_rotation"): Range(0, 180, unit="degrees"),
+    (RUN, "data.augment_scale"): Range(0, 0.9),  # a share of the size: 1 would shrink an image to nothing
+    (RUN, "data.augment_translation"): Range(0, 1),  # a share of the side
 }
 
 

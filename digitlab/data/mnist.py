@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from digitlab.batch import PAD_LABEL, UNKNOWN_LABEL
+from digitlab.data.augmentation import RandomAffine
 from digitlab.data.files import MNIST_FILES, locate, resolve_data_dir
 from digitlab.data.idx import read_idx
 from digitlab.data.own_images import load_images
@@ -114,6 +115,15 @@ class MNISTDataModule(LightningDataModule):
             JPEG file, a folder of them, or a list of files and folders. Any size, colour or greyscale, dark
             digit on light or the reverse: each becomes a 28×28 MNIST-like digit. A file that is not a
             readable picture is named in a warning and skipped. The MNIST files are then not needed.
+        augment_rotation: Training images only, off at 0: rotate each by up to this many degrees either way.
+        augment_scale: Training images only, off at 0: resize each by up to this share either way (0.1: 90 % to
+            110 %).
+        augment_translation: Training images only, off at 0: shift each by up to this share of its side along
+            each axis (0.1: 2.8 pixels).
+            The three together are one random affine distortion per image, applied to whole batches on their
+            device; the draws depend only on `seed`, the epoch, the batch's position and the process's rank,
+            so a resumed run distorts exactly as the uninterrupted one. Off while overfitting a few batches
+            (``trainer.overfit_batches``), which must be the same every epoch.
     """
 
     def __init__(
@@ -129,6 +139,9 @@ class MNISTDataModule(LightningDataModule):
         download: bool = True,
         verify: bool = True,
         predict_images: Optional[Union[str, list[str]]] = None,
+        augment_rotation: float = 0.0,
+        augment_scale: float = 0.0,
+        augment_translation: float = 0.0,
     ) -> None:
         super().__init__()
         _check_value("batch_size", batch_size, batch_size >= 1, "a positive integer")
@@ -140,7 +153,11 @@ class MNISTDataModule(LightningDataModule):
         _check_value("val_split", val_split, val_split >= 0, "0 (no validation), a count, or a fraction in [0, 1)")
         if isinstance(val_split, float):
             _check_value("val_split", val_split, val_split < 1, "a fraction below 1 (or a count of images)")
+        _check_value("augment_rotation", augment_rotation, 0 <= augment_rotation <= 180, "0 to 180 degrees")
+        _check_value("augment_scale", augment_scale, 0 <= augment_scale <= 0.9, "a share from 0 to 0.9")
+        _check_value("augment_translation", augment_translation, 0 <= augment_translation <= 1, "a share from 0 to 1")
         self.save_hyperparameters()
+        self.augmentation = RandomAffine(augment_rotation, augment_scale, augment_translation, seed)
         self.data_dir = resolve_data_dir(data_dir)
         self.train_set: Optional[InMemoryDigits] = None
         self.val_set: Optional[InMemoryDigits] = None
@@ -293,11 +310,20 @@ class MNISTDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device."""
+        """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device; training batches
+        distorted by `augmentation` when it is on."""
         if isinstance(batch, torch.Tensor):  # the model's example input (model summary): already a model input
             return batch
         images, labels = batch
-        return to_model_input(images), labels
+        images = to_model_input(images)
+        trainer = self.trainer
+        # Overfitting a few batches (`overfit_batches`) means the same batches every epoch: not distorted anew.
+        if self.augmentation.active and trainer is not None and trainer.training and not trainer.overfit_batches:
+            # `ready` counts the epoch's batches before this one, and a resumed run restores it.
+            position = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            images = self.augmentation(images, self.augmentation.generator(trainer.current_epoch, position,
+                                                                           trainer.global_rank))
+        return images, labels
 
 
 def usable_cpus() -> int:

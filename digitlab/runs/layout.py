@@ -10,6 +10,7 @@ imports no Lightning: nor does this module).
         checkpoints/last.ckpt         CHECKPOINTS, LAST_CHECKPOINT; best-epoch=NN.ckpt (BEST_PREFIX)
         test_K/  validate_K/                an evaluation of this run's checkpoint (EVALUATION_FOLDER)
       sweeps/NAME/trial_N/            SWEEPS, TRIAL_PREFIX: one sweep trial, a run like version_N
+      lr_find/version_N/              LR_FIND: one `digitlab lr_find` (config.yaml, lr_find.png, events)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LAST_CHECKPOINT = "last.ckpt"
 BEST_PREFIX = "best-"
 SWEEPS = "sweeps"
 TRIAL_PREFIX = "trial_"
+LR_FIND = "lr_find"
 EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 EVALUATION_FOLDER = re.compile(rf"({'|'.join(EVALUATION_SUBCOMMANDS)})_(\d+)")
 # What every run writes as it starts, before any training (a refused run holding only these is discarded).

@@ -2,6 +2,7 @@
 
 from lightning.pytorch.callbacks import Callback
 
+from digitlab.training.callbacks.augmented import AugmentationExamples
 from digitlab.training.callbacks.checkpoint import ModelCheckpoint
 from digitlab.training.callbacks.class_means import ClassMeans
 from digitlab.training.callbacks.confusion import ConfusionMatrix
@@ -20,10 +21,11 @@ def default_callbacks() -> list[Callback]:
 def picture_callbacks() -> list[Callback]:
     """New instances of the TensorBoard picture callbacks (`digitlab fit|validate|test`; ``--pictures false``
     leaves them out). They draw on rank 0 only, and nothing without a TensorBoard logger."""
-    return [ClassExamples(), ClassMeans(), ConfusionMatrix(), WorstMistakes()]
+    return [ClassExamples(), AugmentationExamples(), ClassMeans(), ConfusionMatrix(), WorstMistakes()]
 
 
 __all__ = [
+    "AugmentationExamples",
     "ClassExamples",
     "ClassMeans",
     "ConfusionMatrix",
