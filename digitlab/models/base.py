@@ -58,7 +58,7 @@ class DigitModel(LightningModule, metaclass=ABCMeta):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         if owns_optimizer:
-            _check_optimizer(optimizer)
+            check_optimizer(optimizer)
         self.num_classes = num_classes
         self.example_input_array = torch.zeros(1, 1, 28, 28)  # the model summary shows shapes and FLOPs from it
         # One metric object per stage; torchmetrics syncs their states across processes when computing.
@@ -217,7 +217,7 @@ def _as_config(value: CallableOrConfig) -> CallableOrConfig:
     return {"class_path": f"{func.__module__}.{func.__qualname__}", "init_args": kwargs}
 
 
-def _check_optimizer(optimizer: CallableOrConfig) -> None:
+def check_optimizer(optimizer: CallableOrConfig) -> None:
     """Build the optimizer once on a dummy parameter, so a bad setting fails now, before any run starts."""
     try:
         probe = _build(optimizer, [torch.nn.Parameter(torch.zeros(1))])

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
 from digitlab.errors import UserError
-from digitlab.models.base import DigitModel, _check_optimizer
+from digitlab.models.base import DigitModel, check_optimizer
 from digitlab.models.registry import register_model
 
 
@@ -50,7 +50,7 @@ class BatchNormCNN(DigitModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_optimizer(self.optimizer)  # the base checks only optimizers it builds itself; this one it builds too
+        check_optimizer(self.optimizer)  # the base checks only optimizers it builds itself; this one it builds too
         if width < 1:
             raise UserError(f"model.width={width} is not valid: expected a positive integer.")
         if not 0 <= label_smoothing < 1:

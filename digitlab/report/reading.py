@@ -11,7 +11,7 @@ from digitlab.report.metrics import read_events, read_metrics_csv
 from digitlab.report.run import Run
 from digitlab.report.run_files import CONFIG, EVENTS, METRICS_CSV, newest_checkpoint, regular_files
 from digitlab.report.saved_config import read_config
-from digitlab.runs.layout import EVALUATION_FOLDER
+from digitlab.runs.layout import EVALUATION_FOLDER, LR_FIND
 from digitlab.utils.text import natural_key
 
 
@@ -23,7 +23,8 @@ def find_runs(log_dir: Path) -> list[Path]:
             f"{log_dir} is not a folder. Give the folder that holds the runs (default: lightning_logs, where "
             "`digitlab fit` writes them), or train a model first: `digitlab fit --config configs/lenet5.yaml`."
         )
-    runs = {path.parent for pattern in (EVENTS, METRICS_CSV) for path in log_dir.rglob(pattern) if path.is_file()}
+    runs = {path.parent for pattern in (EVENTS, METRICS_CSV) for path in log_dir.rglob(pattern) if path.is_file()
+            and LR_FIND not in path.relative_to(log_dir).parts[:-1]}  # a range test is no run to compare
     return sorted(runs, key=lambda path: natural_key(str(path)))
 
 

@@ -191,7 +191,7 @@ def build_run(
                 cleanup.claim_fixed(spec)
             if folder is None and any(writes_run_folder(spec) for spec in specs):
                 folder = cleanup.claim(subcommand, config)
-            shown = {"epochs": config.trainer.get("max_epochs")} if subcommand == "fit" else {}
+            shown = _shown_settings(config, model) if subcommand == "fit" else {}
             trainer_kwargs["logger"] = build_loggers(specs, folder, model_name(config.model),
                                                      {**shown, **(extra_hparams or {})}, extra_metrics,
                                                      tuple(model.hparams)) if specs else False
@@ -213,6 +213,19 @@ def build_run(
     method_kwargs = {key: config.get(key) for key in parsed.cli.method_arguments}
     return Run(subcommand, config, model, datamodule, trainer, folder, cleanup.folder, method_kwargs,
                parsed.cli.checkpoint, cleanup.fixed, quiet)
+
+
+def _shown_settings(config: Namespace, model: DigitModel) -> dict[str, Any]:
+    """What TensorBoard's HParams tab shows of a fit beyond the model's hyperparameters: its epochs, and the
+    optimizer and learning rate of a model that builds its optimizer itself (and so does not keep them)."""
+    shown: dict[str, Any] = {"epochs": config.trainer.get("max_epochs")}
+    optimizer = (config.model.get("init_args") or {}).get("optimizer") if hasattr(config.model, "get") else None
+    if "optimizer" not in model.hparams and hasattr(optimizer, "get") and optimizer.get("class_path"):
+        shown["optimizer"] = str(optimizer.get("class_path")).rsplit(".", 1)[-1]
+        lr = (optimizer.get("init_args") or {}).get("lr")
+        if lr is not None and "lr" not in model.hparams:
+            shown["lr"] = lr
+    return shown
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
