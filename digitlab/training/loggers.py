@@ -86,7 +86,7 @@ class RunLogger(TensorBoardLogger):
             if key == "optimizer" and "lr" in init_args and "lr" not in shown:
                 shown["lr"] = init_args["lr"]
         shown.update({key: params[key] for key in DATA_SHOWN if key in params})
-        shown.update({key: value for key, value in params.items() if key.startswith("augment")})
+        shown.update({key: value for key, value in params.items() if key.startswith("augment") and value})  # if on
         shown.update({key: params[key] for key in self.extra_hparams if key in params})
         return shown
 
