@@ -102,11 +102,13 @@ def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers, 
 
 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres, data, tmp_path, workers):
-    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=2, pruner="none")), "--name", "killed",
-            "--storage", postgres, *fit_args(data, "--trainer.max_epochs", "4")]
+    # Trials long enough (20 epochs) to be caught running; the survivor starts once the victim is killed, so
+    # that it cannot take both trials before the victim claims one.
+    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=2, pruner="none", max_epochs=20)),
+            "--name", "killed", "--storage", postgres, *fit_args(data)]
     url = storage_url(postgres, tmp_path)
-    workers += [Worker(args, tmp_path / "cwd", label) for label in ("victim", "survivor")]
-    victim, survivor = workers
+    victim = Worker(args, tmp_path / "cwd", "victim")
+    workers.append(victim)
     # The study is read once a trial's folder exists: before, a worker may be creating its tables, and a reader
     # would create them too (Optuna's storage does), which fails one of the two.
     trials = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "killed"
@@ -114,6 +116,8 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres,
     killed = wait_until(running_trial_of(started, victim.pid), victim)
     victim.process.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
+    survivor = Worker(args, tmp_path / "cwd", "survivor")
+    workers.append(survivor)
     assert survivor.wait() == 0, survivor.output()
 
     study = load_study(url, "killed")
