@@ -19,9 +19,9 @@ from digitlab.config.option_checks import OptionParser
 from digitlab.errors import UserError
 from digitlab.models import DigitModel
 from digitlab.runs import layout
-from digitlab.runs.folders import claim, discard_unstarted, release_if_empty
+from digitlab.runs.folders import claim
 from digitlab.training.checks import LIGHTNING_ERRORS, lightning_refusal
-from digitlab.training.run import build_run, model_name, parse_run, quiet_lightning_notices
+from digitlab.training.run import CleanupOnFailure, build_run, model_name, parse_run, quiet_lightning_notices
 from digitlab.utils.atomic import atomic_write
 
 PLOT = "lr_find.png"
@@ -39,18 +39,16 @@ def lr_find_command(args: list[str]) -> None:
     made_logs_root = not logs_root.exists()
     folder = claim(logs_root / layout.LR_FIND)
     try:
-        run = build_run(parsed, folder=folder)
-        refuse_unsupported(run.model, model_name(parsed.config.model))
-        try:
-            finder = Tuner(run.trainer).lr_find(run.model, datamodule=run.datamodule, min_lr=options.min_lr,
-                                                max_lr=options.max_lr, num_training=options.num_training,
-                                                update_attr=False)
-        except LIGHTNING_ERRORS as error:
-            raise lightning_refusal(error, "fit") or error
-    except BaseException as error:
-        if isinstance(error, UserError) and error.exit_code == 2:
-            discard_unstarted(folder)
-        release_if_empty(folder)
+        with CleanupOnFailure(folder):  # the run path's own clean-up, for the folder claimed here
+            run = build_run(parsed, folder=folder)
+            refuse_unsupported(run.model, model_name(parsed.config.model))
+            try:
+                finder = Tuner(run.trainer).lr_find(run.model, datamodule=run.datamodule, min_lr=options.min_lr,
+                                                    max_lr=options.max_lr, num_training=options.num_training,
+                                                    update_attr=False)
+            except LIGHTNING_ERRORS as error:
+                raise lightning_refusal(error, "fit") or error
+    except BaseException:
         if made_logs_root:
             _remove_if_empty(logs_root)
         raise

@@ -93,7 +93,7 @@ class Run:
         Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a
         setting Lightning refuses before training starts raises `UserError`; a refused run leaves no run folder
         behind."""
-        with _CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here(), \
+        with CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here(), \
                 (_lightning_info_hidden() if self.quiet else contextlib.nullcontext()):
             if self.checkpoint is not None:
                 checkpoints.check_fits(self.method_kwargs.get("ckpt_path"), self.checkpoint, self.model)
@@ -174,7 +174,7 @@ def build_run(
             run's config.yaml is the config as parsed (a replay of it shows all of that again).
     """
     config, subcommand = parsed.config, parsed.subcommand
-    with _CleanupOnFailure() as cleanup:
+    with CleanupOnFailure() as cleanup:
         if config.get("seed_everything") is not False:  # again: parsing seeded, and a caller may have drawn since
             seed_everything(config.seed_everything, workers=True, verbose=False)
         try:
@@ -309,7 +309,7 @@ def _holds_files(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-class _CleanupOnFailure:
+class CleanupOnFailure:
     """On the way out of a failure: a run folder claimed here that holds nothing is removed, and one refused by
     a user mistake or stopped by a signal before anything was trained is discarded (it holds only what every run
     writes first)."""
@@ -327,7 +327,7 @@ class _CleanupOnFailure:
         self.folder = claim_run_folder(subcommand, layout.logs_root(config.trainer), config.get("ckpt_path"))
         return self.folder
 
-    def __enter__(self) -> "_CleanupOnFailure":
+    def __enter__(self) -> "CleanupOnFailure":
         return self
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
