@@ -50,7 +50,7 @@ class Steps:
                                                     "--trainer.max_epochs", "1")
         self.data.setup("fit")
         self.images, self.labels = self.data.train_set.images, self.data.train_set.labels
-        self.order = self.data.train_dataloader().batch_sampler.sampler.permutation()  # epoch 0's order
+        self.order = self.data.train_dataloader().sampler.sampler.permutation()  # epoch 0's order
         self.batch_size = self.data.hparams.batch_size
         self.steps = (len(self.order) + self.batch_size - 1) // self.batch_size
         self.total_loss = torch.zeros(())

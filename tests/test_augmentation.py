@@ -106,7 +106,7 @@ def test_only_training_batches_are_distorted(tmp_path):
     quiet_trainer(max_epochs=1, num_sanity_val_steps=0).fit(Spy(), datamodule=data)
     plain = {"val": to_model_input(data.val_set.images)}
     assert torch.equal(torch.cat(seen["val"]), plain["val"])
-    order = data.train_dataloader().batch_sampler.sampler
+    order = data.train_dataloader().sampler.sampler
     order.set_epoch(0)
     first = to_model_input(data.train_set.images[order.permutation()[:32]])
     assert not torch.equal(seen["train"][0], first)

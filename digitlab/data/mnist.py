@@ -54,7 +54,10 @@ class InMemoryDigits(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: Union[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image and its label; or, for a 1-D tensor of indices (a `TensorBatches` batch), a whole batch."""
+        if isinstance(index, torch.Tensor) and index.dim() == 1:
+            return self.__getitems__(index)
         images, labels = self.__getitems__([index])
         return images[0], labels[0]
 
@@ -298,16 +301,16 @@ class MNISTDataModule(LightningDataModule):
             # Overfitting means the same batches every epoch. Lightning turns shuffling off for that, but only
             # for a loader whose sampler it can see; digitlab's batch sampler shuffles by itself.
             shuffle = False
-        if shuffle and processes == 1:
-            # Shuffled by (seed, epoch) alone, so that resuming reproduces the batches; batches are tensor
-            # slices of one permutation. Under DDP, Lightning turns shuffle=True into a DistributedSampler,
-            # which is seeded by (seed, epoch) as well.
-            batches = TensorBatches(EpochShuffle(len(dataset), self.hparams.seed), batch_size)
-            loader = ResumableLoader(dataset, batch_sampler=batches, **common)
+        if shuffle:
+            # Shuffled by (seed, epoch) alone, each process taking its share (its rank), so that resuming
+            # reproduces the batches on every process; batches are tensor slices of one permutation.
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            order = EpochShuffle(len(dataset), self.hparams.seed, rank, processes)
+            loader = ResumableLoader(dataset, sampler=TensorBatches(order, batch_size), batch_size=None, **common)
             if self.trainer is not None:
                 loader.batches_done = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
             return loader
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, **common)
+        return DataLoader(dataset, batch_size=batch_size, **common)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]`` in [0, 1], on the batch's device; training batches
