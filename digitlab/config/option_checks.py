@@ -71,6 +71,7 @@ OPTIONS: dict[tuple[str, str], Range] = {
     # The Lightning subcommands' config: settings Lightning takes unchecked (it divides by some of them);
     # it refuses the others itself, in its own words (`checks.lightning_refusal`).
     (RUN, "seed_everything"): Range(0, 2**32 - 1),  # what seed_everything accepts (numpy's seeds)
+    (RUN, "last_checkpoint_every_n_steps"): Range(0),
     (RUN, "trainer.accumulate_grad_batches"): Range(1),
     (RUN, "trainer.check_val_every_n_epoch"): Range(1),
     (RUN, "trainer.min_epochs"): Range(0),

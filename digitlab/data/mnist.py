@@ -169,6 +169,8 @@ class MNISTDataModule(LightningDataModule):
         # What prepare_data read and verified, kept for setup in the same process instead of reading it again.
         self._prepared: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._prepared_pictures: Optional[InMemoryDigits] = None
+        self._train_loader: Optional[ResumableLoader] = None
+        self._resume_at: Optional[dict[str, int]] = None  # a checkpoint's training position, for the next loader
 
     @property
     def num_classes(self) -> int:
@@ -246,6 +248,22 @@ class MNISTDataModule(LightningDataModule):
         train_idx, val_idx = order[n_val:].sort().values, order[:n_val].sort().values
         return InMemoryDigits(images[train_idx], labels[train_idx]), InMemoryDigits(images[val_idx], labels[val_idx])
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is within its epoch, saved in every checkpoint: a run resumed from one halfway through an
+        epoch continues with exactly the batches the uninterrupted run would have seen next, on every process.
+
+        Lightning also saves the loader's own state (`ResumableLoader`), but restores it only when the loader is
+        made after the checkpoint's loops are restored; a model whose optimizer asks for
+        ``trainer.estimated_stepping_batches`` (the MLP's and bncnn's schedules) has it made earlier, and the
+        position would be lost. The data module's state is restored before anything is made."""
+        return {"train_position": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_at = state_dict.get("train_position")
+        if self._train_loader is not None and self._resume_at is not None:  # already made: resume it
+            self._train_loader.load_state_dict(self._resume_at)
+            self._resume_at = None
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
 
@@ -309,6 +327,10 @@ class MNISTDataModule(LightningDataModule):
             loader = ResumableLoader(dataset, sampler=TensorBatches(order, batch_size), batch_size=None, **common)
             if self.trainer is not None:
                 loader.batches_done = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if self._resume_at is not None:
+                loader.load_state_dict(self._resume_at)
+                self._resume_at = None
+            self._train_loader = loader
             return loader
         return DataLoader(dataset, batch_size=batch_size, **common)
 

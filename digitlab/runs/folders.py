@@ -23,8 +23,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.config.import_names import check_run_config
 from digitlab.errors import RunNotWritten, UserError
-from digitlab.runs import checkpoints, layout
+from digitlab.runs import checkpoints, layout, ownership
 from digitlab.runs.layout import EVALUATION_SUBCOMMANDS, RUN_PREFIX, run_folder_of
+from digitlab.runs.restarts import elastic_restart, launch, launched_folder, mark_launch, restarted
 from digitlab.utils.destination import NO_ROOM, NOT_WRITABLE, file_system_of, write_probe
 
 
@@ -114,9 +115,9 @@ def _writable(folder: Path) -> Path:
     return folder
 
 
-def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
+def claim_job_folder(root: Path, job_id: int, continues: bool) -> Path:
     """``root/version_{job_id}``, Lightning's run folder for a SLURM job: every rank knows the job's id, and a
-    requeued job (SLURM_RESTART_COUNT set) continues in its own folder."""
+    requeued (or restarted) job continues in its own folder."""
     folder = root / f"{RUN_PREFIX}{job_id}"
     check_runs_folder(root)
     if rank_zero_only.rank == 0:
@@ -124,18 +125,19 @@ def claim_job_folder(root: Path, job_id: int, requeued: bool) -> Path:
             root.mkdir(parents=True, exist_ok=True)
         try:
             with _storage_errors(root):
-                folder.mkdir(exist_ok=requeued)
+                folder.mkdir(exist_ok=continues)
         except FileExistsError:  # a folder left by another job of the same id is never shared
             raise UserError(f"The run folder {folder} already exists: another SLURM job with id {job_id} wrote it, "
                             "and digitlab never writes into an earlier run. Move it away, or set "
                             "trainer.default_root_dir to another folder.") from None
-        return _writable(folder)
+        return _held(_writable(folder))
     return folder
 
 
-def requeued() -> bool:
-    """Whether this is a requeued SLURM job (SLURM_RESTART_COUNT set), which continues in its own run folder."""
-    return bool(os.environ.get("SLURM_RESTART_COUNT"))
+def _held(folder: Path) -> Path:
+    """`folder`, once this process holds it (`ownership.hold`); a folder another job holds is refused."""
+    ownership.hold(folder)
+    return folder
 
 
 def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()) -> Optional[Path]:
@@ -151,13 +153,14 @@ def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()
     if rank_zero_only.rank != 0 or folder in claimed:  # rank 0 claims it once, for all the run's loggers
         return folder
     if requeued and folder.is_dir():  # a requeued SLURM job continues in its own folder: nothing to claim
+        ownership.hold(folder)
         return None
     try:
         with _storage_errors(folder.parent):
             folder.mkdir(parents=True)
     except FileExistsError:  # even an empty one: it may be another run's, claimed a moment ago
         raise earlier_run(folder) from None
-    return _writable(folder)
+    return _held(_writable(folder))
 
 
 def earlier_run(folder: Any) -> UserError:
@@ -166,27 +169,14 @@ def earlier_run(folder: Any) -> UserError:
                      "Leave the logger's version unset (a new version_N is chosen), or pick an unused version.")
 
 
-def requeued_resume(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
-    """What the fit of a requeued SLURM job (SLURM_RESTART_COUNT set) resumes from: for ``--ckpt_path last`` or
-    none, its own ``version_{job id}/checkpoints/last.ckpt`` (not the newest of all runs), unless Lightning has
-    its hpc checkpoint to resume from; any other `ckpt_path` as given."""
-    job_id = SLURMEnvironment.job_id()
-    if job_id is None or not requeued() or ckpt_path not in (None, "last"):
-        return ckpt_path
-    root_dir = Path(trainer_config.get("default_root_dir") or ".")
-    if ckpt_path is None and any(root_dir.glob("hpc_ckpt_*.ckpt")):
-        return None  # Lightning resumes from its own, newer, hpc checkpoint
-    last = layout.logs_root(trainer_config) / f"{RUN_PREFIX}{job_id}" / layout.CHECKPOINTS / layout.LAST_CHECKPOINT
-    if not last.is_file():
-        return None  # stopped before its first checkpoint: it starts again from the beginning
-    print(f"digitlab: requeued SLURM job {job_id} resumes from {last}", file=sys.stderr)
-    return str(last)
-
-
 def release_if_empty(folder: Optional[Path]) -> None:
     """Remove a claimed folder that nothing was written into (a command that failed before its run started)."""
     if folder is None or rank_zero_only.rank != 0:
         return
+    ownership.release(folder)
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= set(layout.OWN_MARKERS):
+        for marker in layout.OWN_MARKERS:  # written as it was claimed: nothing of the run's
+            (folder / marker).unlink(missing_ok=True)
     for empty in (folder, folder.parent):  # the run's folder, then the runs' folder if this run made it
         try:
             empty.rmdir()  # refuses a folder that holds anything: never removes a file
@@ -205,6 +195,7 @@ def discard_unstarted(folder: Optional[Path]) -> None:
         return
     started = [p for p in folder.rglob("*") if p.is_file() and not any(p.match(f) for f in layout.RUN_START_FILES)]
     if not started and not (folder / layout.CHECKPOINTS).exists():
+        ownership.release(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -239,8 +230,15 @@ def claim_run_folder(subcommand: str, logs_root: Path, ckpt_path: Optional[str])
             return folder
     job_id = SLURMEnvironment.job_id()
     if job_id is not None:
-        return claim_job_folder(logs_root, job_id, requeued=requeued())
-    return claim(logs_root)
+        return claim_job_folder(logs_root, job_id, continues=restarted())
+    if launch() is None:
+        return _held(claim(logs_root))
+    earlier = launched_folder(logs_root) if elastic_restart() else None
+    if earlier is not None:  # a restarted TorchElastic worker group continues its first start's run
+        return _held(_writable(earlier)) if rank_zero_only.rank == 0 else earlier
+    folder = claim(logs_root)
+    mark_launch(folder)
+    return _held(folder)
 
 
 def with_run_config(subcommand: str, args: list[str]) -> list[str]:

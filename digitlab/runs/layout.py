@@ -6,6 +6,7 @@ imports no Lightning: nor does this module).
     lightning_logs/                   LOGS_FOLDER, under trainer.default_root_dir (or the logger's save_dir/name)
       version_N/                      RUN_PREFIX: one fit (version_{job id} under SLURM)
         config.yaml  hparams.yaml     RUN_CONFIG, HPARAMS
+        .lock  launch                 LOCK_FILE (held while a job writes here), LAUNCH_FILE (under torchrun)
         events.out.tfevents.*         EVENTS (TensorBoard) or metrics.csv (METRICS_CSV, Lightning's CSVLogger)
         checkpoints/last.ckpt         CHECKPOINTS, LAST_CHECKPOINT; best-epoch=NN.ckpt (BEST_PREFIX)
         test_K/  validate_K/                an evaluation of this run's checkpoint (EVALUATION_FOLDER)
@@ -29,6 +30,8 @@ EVENTS = "events.out.tfevents.*"
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+LOCK_FILE = ".lock"  # `digitlab.runs.ownership`
+LAUNCH_FILE = "launch"  # `digitlab.runs.restarts`
 BEST_PREFIX = "best-"
 SWEEPS = "sweeps"
 TRIAL_PREFIX = "trial_"
@@ -36,7 +39,8 @@ LR_FIND = "lr_find"
 EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 EVALUATION_FOLDER = re.compile(rf"({'|'.join(EVALUATION_SUBCOMMANDS)})_(\d+)")
 # What every run writes as it starts, before any training (a refused run holding only these is discarded).
-RUN_START_FILES = (EVENTS, HPARAMS, RUN_CONFIG, METRICS_CSV)
+RUN_START_FILES = (EVENTS, HPARAMS, RUN_CONFIG, METRICS_CSV, LOCK_FILE, LAUNCH_FILE)
+OWN_MARKERS = (LOCK_FILE, LAUNCH_FILE)  # what digitlab writes into a run folder as it claims it
 
 TENSORBOARD_CLASS_PATHS = ("lightning.pytorch.loggers.TensorBoardLogger",
                            "lightning.pytorch.loggers.tensorboard.TensorBoardLogger")

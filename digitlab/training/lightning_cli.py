@@ -29,7 +29,8 @@ from digitlab.errors import UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import discover_models
 from digitlab.runs import checkpoints
-from digitlab.runs.folders import requeued_resume, with_run_config
+from digitlab.runs.folders import with_run_config
+from digitlab.runs.restarts import restart_resume
 from digitlab.training.callbacks import PredictionWriter
 from digitlab.training.checks import check_config, nonfinite_option
 
@@ -94,6 +95,14 @@ class DigitLabCLI(LightningCLI):
             help="After fitting, evaluate the best checkpoint (or the final weights) on the test set." + ignored,
         )
         parser.add_argument(
+            "--last_checkpoint_every_n_steps",
+            type=int,
+            default=0,
+            help="Also write last.ckpt every N training steps, not only after every epoch, so that a run killed "
+            "halfway through an epoch (a lost node, an elastic restart) loses at most N steps. 0: after every "
+            "epoch only." + ignored,
+        )
+        parser.add_argument(
             "--pictures",
             type=bool,
             default=True,
@@ -132,7 +141,7 @@ class DigitLabCLI(LightningCLI):
         config = self.config
         ckpt_path = config.get("ckpt_path")
         if self.run_subcommand == "fit":
-            ckpt_path = requeued_resume(ckpt_path, config.trainer)
+            ckpt_path = restart_resume(ckpt_path, config.trainer)
         config.ckpt_path = checkpoints.resolve(ckpt_path, config.trainer)
         if not config.ckpt_path:
             return

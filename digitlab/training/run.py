@@ -30,17 +30,20 @@ from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from digitlab.errors import RunNotWritten, StopSignal, Stopped, UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
 from digitlab.runs import checkpoints, layout
 from digitlab.runs.layout import logger_specs, writes_run_folder
+from digitlab.runs import ownership
 from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discard_unstarted, earlier_run,
-                                   release_if_empty, requeued, unwritable)
+                                   release_if_empty, unwritable)
+from digitlab.runs.restarts import restarted
 from digitlab.training.callbacks import ModelCheckpoint, default_callbacks, picture_callbacks
 from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
-from digitlab.training.callbacks.interrupt import SaveOnInterrupt, stop_report
+from digitlab.training.callbacks.interrupt import SaveOnInterrupt, agreed_stop, stop_report
 from digitlab.training.callbacks.terminal import LayersSummary, progress_display
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
 from digitlab.training.final_lines import STAGES, evaluation_lines, where_lines
@@ -48,6 +51,7 @@ from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, che
                                       model_too_large, warn_if_untrained)
 from digitlab.training.lightning_cli import DigitLabCLI
 from digitlab.training.loggers import build_loggers
+from digitlab.training.requeue import requeue_job, requeue_signal
 from digitlab.utils import stop_requests
 from digitlab.utils.destination import NO_ROOM, NOT_WRITABLE
 
@@ -86,13 +90,21 @@ class Run:
     checkpoint: Optional[dict[str, Any]] = None  # --ckpt_path's content, until checked against the model
     fixed_folders: list[Path] = field(default_factory=list)  # explicit versions' folders, claimed by `build_run`
     quiet: bool = False  # Lightning's informational lines and the final lines unsaid: the caller reports the run
+    requeue_on: Optional[int] = None  # the signal on which a SLURM job asks to be requeued (`requeue_signal`)
 
     def execute(self) -> None:
         """Run the subcommand (for fit, then the test after fit), printing the test accuracy.
 
-        Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; a
-        setting Lightning refuses before training starts raises `UserError`; a refused run leaves no run folder
-        behind."""
+        Ctrl-C and SIGTERM stop the run (a fit after its batch, saving `last.ckpt`) and raise `Stopped`; so does
+        SLURM's notice before preemption, after which the job asks to be requeued; a setting Lightning refuses
+        before training starts raises `UserError`; a refused run leaves no run folder behind."""
+        try:
+            self._execute()
+        finally:  # the run folder is free for a requeued or restarted job of the same run
+            for folder in (self.folder, *self.fixed_folders):
+                ownership.release(folder)
+
+    def _execute(self) -> None:
         with CleanupOnFailure(self.claimed_folder, self.fixed_folders), _writer_thread_faults_reported_here(), \
                 (_lightning_info_hidden() if self.quiet else contextlib.nullcontext()):
             if self.checkpoint is not None:
@@ -103,15 +115,25 @@ class Run:
             warn_if_untrained(self.trainer, self.subcommand, self.method_kwargs.get("ckpt_path"))
             try:
                 self._call(self.subcommand, **self.method_kwargs)
-                stop_requests.raise_if_requested()  # a signal after the trainer's last batch
+                self._stop_if_asked()  # a signal after the trainer's last batch
                 if self.subcommand == "fit" and self.config.get("test_after_fit") and not self.trainer.interrupted:
                     best = self.trainer.checkpoint_callback
                     self._call("test", ckpt_path="best" if best is not None and best.best_model_path else None)
                 if self.trainer.is_global_zero and not self.quiet:
                     self._print_results()
-                stop_requests.raise_if_requested()
+                self._stop_if_asked()
             except (SIGTERMException, StopSignal) as stop:
-                raise stop_report(self.trainer, self.subcommand, stop) from None
+                report = stop_report(self.trainer, self.subcommand, stop)
+                request = stop_requests.requested()
+                if request is not None and request.signum == self.requeue_on and self.trainer.is_global_zero:
+                    report = Stopped(f"{report} {requeue_job()}", report.exit_code, nothing_done=report.nothing_done)
+                raise report from None
+
+    def _stop_if_asked(self) -> None:
+        """Stop here if a stop was asked for, on this process or (under DDP) on any other: every process of the
+        run stops at the same point."""
+        if agreed_stop(self.trainer) is not None:
+            stop_requests.raise_if_requested()
 
     def _print_results(self) -> None:
         metrics = self.trainer.callback_metrics
@@ -212,7 +234,7 @@ def build_run(
         skip_idle_batch_hooks(trainer.callbacks)
     method_kwargs = {key: config.get(key) for key in parsed.cli.method_arguments}
     return Run(subcommand, config, model, datamodule, trainer, folder, cleanup.folder, method_kwargs,
-               parsed.cli.checkpoint, cleanup.fixed, quiet)
+               parsed.cli.checkpoint, cleanup.fixed, quiet, requeue_signal(trainer_kwargs["plugins"]))
 
 
 def _shown_settings(config: Namespace, model: DigitModel) -> dict[str, Any]:
@@ -233,8 +255,8 @@ class SaveConfigToRunFolder(SaveConfigCallback):
     would write it into the working folder, and refuse the next such run)."""
 
     def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
-        if requeued() and trainer.log_dir and (Path(trainer.log_dir) / self.config_filename).is_file():
-            return  # a requeued SLURM job keeps the config its first start wrote (Lightning would refuse)
+        if restarted() and trainer.log_dir and (Path(trainer.log_dir) / self.config_filename).is_file():
+            return  # a requeued or restarted job keeps the config its first start wrote (Lightning would refuse)
         if trainer.loggers:
             super().setup(trainer, pl_module, stage)
 
@@ -258,10 +280,26 @@ def _run_callbacks(parsed: ParsedRun, configured: Any, options: list[Callback], 
     if config.trainer.get("enable_checkpointing") is not False and not _has(callbacks, LightningModelCheckpoint):
         # Instead of Lightning's default (the newest epoch's weights): last.ckpt after every epoch.
         callbacks.append(ModelCheckpoint(save_top_k=0, save_last=True))
+    _checkpoint_every(callbacks, config.get("last_checkpoint_every_n_steps") or 0, parsed.subcommand)
     callbacks += extra
     if not config.trainer.get("fast_dev_run"):
         callbacks.append(SaveConfigToRunFolder(parsed.cli.parser, config, config_filename=layout.RUN_CONFIG))
     return callbacks
+
+
+def _checkpoint_every(callbacks: list[Callback], steps: int, subcommand: str) -> None:
+    """``--last_checkpoint_every_n_steps``: every digitlab `ModelCheckpoint` that writes last.ckpt writes it every
+    `steps` training steps too."""
+    if not steps or subcommand != "fit":
+        return
+    writers = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
+    if not writers:
+        raise UserError(f"--last_checkpoint_every_n_steps {steps} writes last.ckpt every {steps} steps, but this run "
+                        "writes no last.ckpt: checkpointing is off, or its ModelCheckpoint is not digitlab's "
+                        "(digitlab.training.callbacks.ModelCheckpoint) with save_last: true. Add one, or leave the "
+                        "option out.")
+    for writer in writers:
+        writer.last_every_n_steps = steps
 
 
 def _has(callbacks: list[Callback], kind: type) -> bool:
@@ -286,7 +324,7 @@ def _with_atomic_checkpoints(plugins: Any) -> list[Any]:
 
 
 def _refuse_existing_run_folder(trainer: Trainer, subcommand: str) -> None:
-    if requeued():
+    if restarted() or rank_zero_only.rank != 0:  # other processes only know the folder's name, or none yet
         return
     if trainer.loggers:
         # digitlab claims a new folder by default; an explicitly chosen version must not be reused.
@@ -306,7 +344,7 @@ def _refuse_existing_run_folder(trainer: Trainer, subcommand: str) -> None:
 
 
 def _holds_files(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
+    return folder.is_dir() and any(path.name not in layout.OWN_MARKERS for path in folder.iterdir())
 
 
 class CleanupOnFailure:
@@ -319,7 +357,7 @@ class CleanupOnFailure:
         self.fixed = list(fixed)  # the folders of loggers with an explicit version, claimed here
 
     def claim_fixed(self, spec: dict[str, Any]) -> None:
-        folder = claim_fixed_version(spec, requeued=requeued(), claimed=self.fixed)
+        folder = claim_fixed_version(spec, requeued=restarted(), claimed=self.fixed)
         if folder is not None and folder not in self.fixed:  # a TensorBoard and a CSV logger may share one
             self.fixed.append(folder)
 
@@ -339,6 +377,7 @@ class CleanupOnFailure:
             if refused or stopped_early:
                 discard_unstarted(folder)
             release_if_empty(folder)
+            ownership.release(folder)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
-"""Ctrl-C (SIGINT) and SIGTERM, at every point of a command's life: the first one stops the command, soon and
-cleanly, and nothing is left half-written.
+"""Ctrl-C (SIGINT), SIGTERM and SIGUSR1, at every point of a command's life: the first one stops the command, soon
+and cleanly, and nothing is left half-written. SIGUSR1 is the notice a SLURM job asks for before it is preempted or
+runs out of time (``#SBATCH --signal=SIGUSR1@90``): the run stops as on SIGTERM, and is requeued (see
+`digitlab.training.requeue`).
 
-`install` (the `digitlab` command calls it first) puts one handler on both signals for the whole process. What a
+`install` (the `digitlab` command calls it first) puts one handler on these signals for the whole process. What a
 signal does depends on where the command is:
 
 - inside a **graceful scope** (`graceful`: a trainer in one of its loops), the scope's listener is told, and
@@ -30,7 +32,10 @@ from typing import Any, Callable, Iterator, Optional
 from digitlab.errors import StopSignal
 
 DOUBLE_PRESS = 1.0  # seconds: a second signal sooner than this repeats the first request
-SIGNALS = {signal.SIGINT: ("Ctrl-C (SIGINT)", 130), signal.SIGTERM: ("SIGTERM", 143)}
+SIGNALS = {signal.SIGINT: ("Ctrl-C (SIGINT)", 130), signal.SIGTERM: ("SIGTERM", 143),
+           signal.SIGUSR1: ("SIGUSR1 (SLURM's notice before preemption)", 138)}
+NOTICE = signal.SIGUSR1  # the signal that announces a preemption (SLURM's default): the job asks to be requeued
+NOTICES = {NOTICE}  # with `also_notice`'s
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Request:
     exit_code: int
     at: float
     at_once: bool = False
+    signum: int = signal.SIGTERM
 
     def error(self) -> StopSignal:
         return StopSignal(self.name, self.exit_code, at_once=self.at_once)
@@ -71,6 +77,42 @@ def install() -> None:
             continue
         _state.installed[signum] = current
         signal.signal(signum, _on_signal)
+
+
+def take_back() -> None:
+    """Handle the signals `install` handled with this module's handler again: for after Lightning put its own on
+    SIGTERM at the start of a trainer's run. Its handler stops the run on this process alone and, under DDP,
+    broadcasts from inside the handler, which can meet another process's collective (a hang); here the processes
+    agree at the end of a batch (`digitlab.training.callbacks.interrupt`). Lightning restores this handler when
+    its run ends."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _state.installed:
+        if signal.getsignal(signum) is not _on_signal:
+            signal.signal(signum, _on_signal)
+
+
+def also_notice(signum: int) -> None:
+    """Treat `signum` as a notice before preemption too (a SLURM job's ``requeue_signal`` other than SIGUSR1):
+    handled from now on like SIGUSR1."""
+    signum = signal.Signals(signum)
+    if signum in SIGNALS:
+        NOTICES.add(signum)
+        return
+    SIGNALS[signum] = (f"{signum.name} (SLURM's notice before preemption)", 128 + signum)
+    NOTICES.add(signum)
+    if threading.current_thread() is threading.main_thread() and installed():
+        _state.installed[signum] = signal.getsignal(signum)
+        signal.signal(signum, _on_signal)
+
+
+def adopt(signum: int) -> Request:
+    """The stop asked for by `signum` on another process of a multi-process run, as if it came here (unless one
+    did): the processes stop together."""
+    if _state.request is None:
+        name, exit_code = SIGNALS[signal.Signals(signum)]
+        _state.request = Request(name, exit_code, time.monotonic(), signum=signum)
+    return _state.request
 
 
 def uninstall() -> None:
@@ -168,7 +210,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     now = time.monotonic()
     request = _state.request
     if request is None:
-        request = _state.request = Request(name, exit_code, now)
+        request = _state.request = Request(name, exit_code, now, signum=signum)
     elif now - request.at < DOUBLE_PRESS:
         return  # a double press: the first request is under way (perhaps unwinding, cleaning up)
     else:

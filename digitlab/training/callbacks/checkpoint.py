@@ -22,7 +22,19 @@ class ModelCheckpoint(LastCheckpointOnDemand, LightningModelCheckpoint):
       earlier best checkpoints are remembered where they are (never moved or deleted: they belong to the
       earlier run), so ``best`` is the best of all epochs, exactly as without the interruption.
     - With ``fast_dev_run``, nothing is written (Lightning still wrote ``last.ckpt`` when training ended).
+
+    `last_every_n_steps` (``--last_checkpoint_every_n_steps``) also writes ``last.ckpt`` every that many training
+    steps (0: never mid-epoch). A run resumed from it continues batch-exact: the data loader's position is saved.
     """
+
+    last_every_n_steps = 0
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self.last_every_n_steps
+        if self.save_last and every and trainer.global_step % every == 0 and not trainer.fast_dev_run:
+            self.save_last_now(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The epoch is not over yet: last.ckpt is written once, in `on_train_epoch_end`, which comes after.

@@ -1,10 +1,12 @@
-"""Ctrl-C and SIGTERM stop a run after the current batch; a fit saves `last.ckpt` first, so that it resumes."""
+"""Ctrl-C, SIGTERM and SLURM's SIGUSR1 stop a run after the current batch (every process of a DDP run after the
+same one); a fit saves `last.ckpt` first, so that it resumes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -29,6 +31,10 @@ class SaveOnInterrupt(Callback):
     validates that epoch again from its first batch. Lightning's prediction loop does not look for the stop
     request: here it is looked for after every prediction batch.
 
+    Under DDP the processes must stop after the same batch (a process that stops alone leaves the others
+    waiting for it in their next collective), whichever of them got the signal, and at whatever moment: at the
+    end of every batch they agree (`agreed_stop`), and all stop if any was asked to.
+
     After the stop, `saved` names the checkpoint written (None if none).
     """
 
@@ -45,13 +51,31 @@ class SaveOnInterrupt(Callback):
         """A signal arrived while the trainer runs: True if the trainer will stop after its current batch."""
         if not self._in_loop or self._trainer is None:
             return False
-        request_stop_after_batch(self._trainer)
+        if self._trainer.world_size == 1:  # under DDP, the processes agree at the end of the batch
+            request_stop_after_batch(self._trainer)
         return True
 
     def _loop_starts(self, trainer: Trainer) -> None:
         self._in_loop = True
-        if stop_requests.requested() is not None:  # asked for while the trainer was setting up
+        stop_requests.take_back()  # Lightning has just put its own handler on SIGTERM
+        if stop_requests.requested() is not None and trainer.world_size == 1:  # asked for while setting up
             request_stop_after_batch(trainer)
+
+    def _agree(self, trainer: Trainer) -> None:
+        if trainer.world_size > 1 and agreed_stop(trainer) is not None:
+            request_stop_after_batch(trainer)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._agree(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._agree(trainer)
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._agree(trainer)
 
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._loop_starts(trainer)
@@ -92,6 +116,23 @@ class SaveOnInterrupt(Callback):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         if self._saving_mid_validation:  # only the checkpoint of the stop, not ModelCheckpoint's own
             _validation_not_started(checkpoint)
+
+
+def agreed_stop(trainer: Trainer) -> Optional[stop_requests.Request]:
+    """The stop asked for on any process of the run, the same on every process (which must all call this at the
+    same point: it is a collective under DDP); this process's own request with one process. A notice before
+    preemption (`stop_requests.NOTICES`: the job is then requeued) outweighs a plain stop."""
+    request = stop_requests.requested()
+    if trainer.world_size == 1:
+        return request
+    code = 0 if request is None else request.signum + (_NOTICE if request.signum in stop_requests.NOTICES else 0)
+    agreed = int(trainer.strategy.reduce(torch.tensor(code, device=trainer.strategy.root_device), reduce_op="max"))
+    if agreed == 0:
+        return None
+    return stop_requests.adopt(agreed - _NOTICE if agreed > _NOTICE else agreed)
+
+
+_NOTICE = 64  # above every signal number: a notice wins the agreement
 
 
 def _validation_not_started(checkpoint: dict[str, Any]) -> None:
