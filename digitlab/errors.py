@@ -58,6 +58,14 @@ class CheckpointNotWritten(UserError):
     exit_code = 1
 
 
+class PeerLost(UserError):
+    """Another process of a multi-process run ended (killed, its node lost) or stopped answering: this one stops
+    too. Under ``torchrun --max-restarts`` the agent restarts the group, which resumes by itself."""
+
+    exit_code = 1
+    label = "stopped"
+
+
 class RunNotWritten(UserError):
     """A run's folder cannot be written. A read-only file system or a folder that is not the user's is refused
     before the run starts (exit code 2, as for any output that cannot be written); a full disk or a file-size

@@ -46,6 +46,7 @@ from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, agreed_stop, stop_report
 from digitlab.training.callbacks.terminal import LayersSummary, progress_display
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
+from digitlab.training.elastic import init_process_group_of_this_attempt, peer_lost
 from digitlab.training.final_lines import STAGES, evaluation_lines, where_lines
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
                                       model_too_large, warn_if_untrained)
@@ -145,6 +146,7 @@ class Run:
         if method in STAGES:  # its accuracy and where it is are printed by `_print_results`, not Lightning's table
             kwargs["verbose"] = False
         stop = next((c for c in self.trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
+        init_process_group_of_this_attempt(self.trainer)
         try:
             with stop_requests.handled(), stop_requests.graceful(stop.on_stop_request if stop else _not_graceful):
                 getattr(self.trainer, method)(self.model, datamodule=self.datamodule, **kwargs)
@@ -158,6 +160,11 @@ class Run:
             if refusal is None:  # not a setting Lightning refused before training began: a bug, with its traceback
                 raise
             raise refusal from None
+        except RuntimeError as error:  # under DDP: another process of the run is gone
+            lost = peer_lost(error, self.trainer)
+            if lost is None:
+                raise
+            raise lost from None
 
     def _storage_fault(self, error: OSError) -> Optional[UserError]:
         """`error` as `unwritable`'s paragraph when the place is at fault: a full disk (wherever the run writes),
