@@ -74,9 +74,10 @@ def start_job(script: Path, *args: str, cwd: Path, job_id: int, nodes: int = 2, 
     error are appended to `output` (default: cwd/slurm-JOBID.out, as sbatch's default, kept across a requeue as
     with `--open-mode=append`)."""
     output = output or cwd / f"slurm-{job_id}.out"
+    env = job_environment(job_id, nodes, tasks_per_node, restart_count, env)
     with open(output, "ab") as stream:
         return subprocess.Popen(["bash", str(Path(script).resolve()), *args], cwd=cwd, stdout=stream,
-                                stderr=subprocess.STDOUT, env=job_environment(job_id, nodes, tasks_per_node, restart_count, env),
+                                stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # its own process group: `stop_job` ends every task
 
 

@@ -34,7 +34,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / WORKERS > 0 ? $(nproc) 
 
 pids=()
 for ((worker = 0; worker < WORKERS; worker++)); do
-    CUDA_VISIBLE_DEVICES=${gpus[$worker]:-$worker} "$DIGITLAB" sweep --config "$CONFIG" --sweep "$SWEEP" --storage "$STORAGE" \
+    CUDA_VISIBLE_DEVICES=${gpus[$worker]:-$worker} \
+        "$DIGITLAB" sweep --config "$CONFIG" --sweep "$SWEEP" --storage "$STORAGE" \
         --trainer.accelerator "$ACCELERATOR" --trainer.devices 1 "$@" &
     pids+=($!)
 done
