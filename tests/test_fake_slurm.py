@@ -49,12 +49,14 @@ def test_scontrol_records_a_requeue(tmp_path):
 
 
 def task_script(folder: Path) -> Path:
-    """A stand-in for `digitlab`: says it is ready, then waits until SIGUSR1, which it records with its arguments."""
+    """A stand-in for `digitlab`: says it is ready (with the srun it belongs to), then waits until SIGUSR1, which it
+    records with its arguments, or SIGTERM."""
     script = folder / "task.sh"
     script.write_text(f"""#!/usr/bin/env bash
 trap 'echo "$SLURM_RESTART_COUNT $*" > {folder}/usr1-$SLURM_PROCID; kill $waiting; exit 0' USR1
+trap 'touch {folder}/term-$SLURM_PROCID; kill $waiting; exit 143' TERM
 sleep 300 & waiting=$!
-touch {folder}/ready-$SLURM_PROCID
+echo $FAKE_SRUN_PID > {folder}/ready-$SLURM_PROCID
 wait $waiting
 """)
     script.chmod(0o755)
@@ -83,3 +85,22 @@ def test_a_job_that_fails_says_so(tmp_path):
     result = run_job(script, cwd=tmp_path, job_id=32, nodes=2, tasks_per_node=1)
     assert result.returncode == 1
     assert sorted(result.stdout.split("\n")[:2]) == ["task 0", "task 1"]
+
+
+def test_a_requeue_can_end_the_job_as_slurm_does(tmp_path):
+    env = {"DIGITLAB": str(task_script(tmp_path)), "ACCELERATOR": "cpu"}
+    job = start_job(SBATCH, cwd=tmp_path, job_id=33, nodes=2, tasks_per_node=1, env=env)
+    try:
+        for rank in range(2):
+            wait_for(lambda: (tmp_path / f"ready-{rank}").read_text().strip() if (tmp_path / f"ready-{rank}").exists()
+                     else None, 60, f"task {rank} started", running(job))
+        srun_pid = (tmp_path / "ready-0").read_text().strip()
+        assert srun_pid == str(job.pid)  # sbatch.sh execs srun: the job's process is srun
+        log = tmp_path / "scontrol.log"
+        requeue = {"FAKE_SCONTROL_LOG": str(log), "FAKE_SCONTROL_REQUEUE_SIGNAL": "TERM", "FAKE_SRUN_PID": srun_pid}
+        assert subprocess.run([str(FAKE_BIN / "scontrol"), "requeue", "33"], env=requeue).returncode == 0
+        assert job.wait(timeout=60) == 143
+    finally:
+        stop_job(job)
+    assert log.read_text() == "requeue 33\n"
+    assert (tmp_path / "term-0").exists() and (tmp_path / "term-1").exists()

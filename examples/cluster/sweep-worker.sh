@@ -41,6 +41,7 @@ for ((worker = 0; worker < WORKERS; worker++)); do
 done
 
 stop() {
+    local pid  # the waiting loop below has its own `pid`: a trap runs in the middle of it
     for pid in "${pids[@]}"; do
         kill -s "$1" "$pid" 2>/dev/null || true
     done
@@ -50,11 +51,13 @@ trap 'stop INT' INT
 
 status=0
 for pid in "${pids[@]}"; do
-    while true; do
-        code=0
-        wait "$pid" || code=$?
-        kill -0 "$pid" 2>/dev/null || break  # `wait` also returns when a signal arrives: the worker may still run
+    # `wait` also returns early when a trapped signal arrives: wait until the worker has ended, then once more for
+    # its own exit status, which bash keeps.
+    while kill -0 "$pid" 2>/dev/null; do
+        wait "$pid" || true
     done
+    code=0
+    wait "$pid" || code=$?
     if [[ $status -eq 0 && $code -ne 0 ]]; then
         status=$code
     fi
