@@ -10,6 +10,7 @@ callbacks on the command line: the launch is otherwise exactly a user's.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,6 @@ def recorder(records: Path) -> list[str]:
 
 
 def with_recorder_path(env: dict[str, str]) -> dict[str, str]:
-    import os
-
     return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))}
 
 
