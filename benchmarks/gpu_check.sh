@@ -7,10 +7,12 @@
 #      (benchmarks/time_to_accuracy.py), and the race for 99 % test accuracy in under 0.76 s of training
 #      (benchmarks/race_to_99.py; the public record: tuomaso/train_mnist_fast on a GTX 1660 Ti);
 #   3. the DDP overlay (configs/trainer/ddp.yaml) on every visible GPU: the centroid's exact 0.8203 and LeNet-5,
-#      each counting the 10,000 test images exactly once.
+#      each counting the 10,000 test images exactly once;
+#   4. two nodes on this machine (examples/cluster/torchrun.sh launched twice, half of the GPUs each): the centroid's
+#      exact 0.8203 again.
 #
 # Without CUDA it runs what a CPU can (the GPU tests' collection, the DDP check on 2 CPU processes with
-# configs/trainer/cpu_ddp.yaml) and says what it skipped.
+# configs/trainer/cpu_ddp.yaml, two nodes of 1 CPU process each) and says what it skipped.
 #
 #   benchmarks/gpu_check.sh                     # from anywhere; PYTHON and DIGITLAB_DATA_DIR may be set
 set -uo pipefail
@@ -121,6 +123,37 @@ else
         tail -n 20 "$work/out"
         row "DDP overlay, LeNet-5 fast, 1 epoch ($where)" "${result:-failed}" $((SECONDS - start)) FAILED
     fi
+fi
+
+# 4. Two nodes on this machine: examples/cluster/torchrun.sh launched twice, as on two machines, each "node" with
+#    half of the GPUs (NCCL); with fewer than 2 GPUs, 2 nodes x 1 CPU process (gloo). The centroid's exact 0.8203.
+if [ "$gpus" -ge 2 ]; then
+    per_node=$((gpus / 2)) accelerator=gpu where="2 x $((gpus / 2)) GPU(s)"
+    IFS=, read -r -a visible <<< "${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((gpus - 1)))}"
+else
+    per_node=1 accelerator=cpu where="2 x 1 CPU process" visible=()
+fi
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rm -rf "$work/run" && mkdir "$work/run"
+start=$SECONDS
+nodes=()
+for node in 0 1; do
+    mine=$(IFS=,; echo "${visible[*]:$((node * per_node)):$per_node}")  # this node's GPUs; none on CPUs
+    (cd "$work/run" && CUDA_VISIBLE_DEVICES=$mine NODE_RANK=$node MASTER_ADDR=127.0.0.1 MASTER_PORT=$port NNODES=2 \
+        NPROC_PER_NODE=$per_node MAX_RESTARTS=0 ACCELERATOR=$accelerator PYTHON=$PYTHON \
+        CONFIG="$repo/configs/centroid.yaml" "$repo/examples/cluster/torchrun.sh" --trainer.enable_progress_bar false) \
+        >"$work/node$node" 2>&1 &
+    nodes+=($!)
+done
+wait "${nodes[0]}"; first=$?
+wait "${nodes[1]}"; second=$?
+if [ $first -eq 0 ] && [ $second -eq 0 ] && grep -q "Test accuracy: 0.8203 on 10000 images" "$work/node0"; then
+    row "two nodes, torchrun.sh, centroid ($where)" "0.8203 on 10000 images, as on one process" \
+        $((SECONDS - start)) ok
+else
+    tail -n 20 "$work/node0" "$work/node1"
+    row "two nodes, torchrun.sh, centroid ($where)" "$(grep -o 'Test accuracy.*' "$work/node0" || echo 'failed')" \
+        $((SECONDS - start)) FAILED
 fi
 
 echo

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from postgres_server import postgres  # noqa: F401 (a fixture: one PostgreSQL server for the modules that need one)
+
 # Under pytest-xdist (`-n auto`, as pyproject.toml sets) every worker and the processes its tests start use one
 # thread: two workers with PyTorch's default of a thread per core each would make the threads of one wait on
 # those of the other, and the suite takes longer than on one worker.
@@ -43,7 +45,7 @@ SLOW_MARKS = {
 SLOW_FIXTURES = {
     "server": "test_serve: a `digitlab serve` process (LitServe and its workers)",
     "browser": "test_serve: a headless Chromium driven by Playwright",
-    "postgres": "test_sweep_postgres: a PostgreSQL server, and sweep workers in processes of their own",
+    "postgres": "a PostgreSQL server (tests/postgres_server.py), and sweep workers in processes of their own",
 }
 # - or is marked `@pytest.mark.slow` itself, with the reason beside the mark (a whole module: `pytestmark`).
 

@@ -4,63 +4,18 @@ heartbeat and retried, with the same values, by the other worker."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from digitlab.sweep.report import report_command
 from digitlab.sweep.storage import storage_url
+from postgres_server import requires_postgres
 from sweep_helpers import Worker, fit_args, load_study, running_trial_of, states, wait_until, write_noisy_mnist, \
     write_sweep_file
 
-SERVER_FOLDERS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
-SERVER_BIN = next((folder for folder in SERVER_FOLDERS if (folder / "pg_ctl").is_file()), None)
-if SERVER_BIN is None and shutil.which("pg_ctl") and shutil.which("initdb"):
-    SERVER_BIN = Path(shutil.which("pg_ctl")).parent
-
-pytestmark = pytest.mark.skipif(SERVER_BIN is None, reason="the PostgreSQL server binaries (initdb, pg_ctl) are not "
-                                "installed (Debian: postgresql-15; they live in /usr/lib/postgresql/15/bin)")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> str:
-    """A PostgreSQL server of its own for this module: its URL. As root, the server runs as `postgres` (initdb
-    and pg_ctl refuse root), in a folder that user owns."""
-    as_server_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="digitlab-postgres-"))
-    if as_server_user:
-        shutil.chown(root, "postgres", "postgres")
-    def server(*command: str) -> None:
-        subprocess.run([*as_server_user, *command], check=True, capture_output=True, timeout=120)
-
-    server(str(SERVER_BIN / "initdb"), "-D", str(root / "data"), "-U", "digitlab", "--auth=trust", "-E", "UTF8")
-    # PostgreSQL cannot be told to pick a free port itself: take one the system says is free, and try again with
-    # another if something else bound it before the server did (the start fails, saying so in its log).
-    for attempt in range(5):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        log = root / f"server-{attempt}.log"
-        try:
-            server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(log), "-w", "-o",
-                   f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-            break
-        except subprocess.CalledProcessError:
-            if "could not bind" not in log.read_text(errors="replace"):
-                raise AssertionError(f"PostgreSQL did not start:\n{log.read_text(errors='replace')[-3000:]}")
-    else:
-        raise AssertionError(f"PostgreSQL found no free port in 5 tries:\n{log.read_text(errors='replace')[-3000:]}")
-    try:
-        yield f"postgresql://digitlab@127.0.0.1:{port}/postgres"
-    finally:
-        server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+pytestmark = requires_postgres
 
 
 @pytest.fixture(scope="module")
