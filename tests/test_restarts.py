@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from cluster_jobs import FAKE_BIN, clean_environment, free_port, start_job, start_torchrun_node, stop_job
+from cluster_jobs import clean_environment, free_port, start_job, start_torchrun_node, stop_job
 from conftest import REPO, write_mnist_like
 from waiting import running, wait_for
 

@@ -44,7 +44,7 @@ def init_process_group_of_this_attempt(trainer: Trainer) -> None:
 
 # What gloo and NCCL say when another process of the group is gone: its sockets closed, or it stopped answering.
 _PEER_LOST = re.compile(r"Connection (reset|closed) by peer|Connection refused|remote process exited|"
-                        r"Broken pipe|Socket Timeout|timed out|NCCL communicator was aborted")
+                        r"Broken pipe|Socket Timeout|timed out|NCCL communicator was aborted", re.IGNORECASE)
 
 
 def peer_lost(error: BaseException, trainer: Trainer) -> Optional[PeerLost]:

@@ -106,6 +106,9 @@ class SaveOnInterrupt(Callback):
                 or checkpoint_callback.dirpath is None):
             return
         path = Path(checkpoint_callback.dirpath) / f"{checkpoint_callback.CHECKPOINT_NAME_LAST}.ckpt"
+        # The callback's own last checkpoint from now on (saved in the checkpoint's callback state): a run resumed in
+        # this folder (a requeued job) overwrites it, where Lightning would write last-v1.ckpt beside a stranger's.
+        checkpoint_callback.last_model_path = str(path)
         self._saving_mid_validation = trainer.state.stage == RunningStage.VALIDATING
         try:
             trainer.save_checkpoint(path, weights_only=False)
