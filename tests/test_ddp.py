@@ -1,7 +1,6 @@
 """Lightning DDP on 2 and 3 CPU processes (gloo): synchronised weights, exact once-per-image evaluation,
-and a centroid equal to the single-process one. Each run is a real multi-process launch."""
+and a centroid equal to the single-process one. Each run is a real multi-process launch (Lightning's own)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import digitlab_here, write_mnist_like
+from conftest import write_mnist_like
 
 pytestmark = pytest.mark.slow  # every test launches DDP ranks: processes of their own
 
@@ -80,48 +79,5 @@ def test_lenet5_metrics_are_global_not_per_rank(tmp_path, uneven_data):
         assert rank["metrics"]["test/loss"] == pytest.approx(single["metrics"]["test/loss"], rel=1e-5)
 
 
-CENTROID_ON_SYNTHETIC = ("fit", "--model", "centroid", "--data.verify", "false", "--data.val_split", "0",
-                         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false")
-
-
-def single_process_accuracy(tmp_path, data) -> str:
-    args = list(CENTROID_ON_SYNTHETIC)
-    args[args.index("--trainer.devices") + 1] = "1"
-    args[args.index("--trainer.strategy") + 1] = "auto"
-    folder = tmp_path / "single"
-    folder.mkdir()
-    result = digitlab_here(*args, "--data.data_dir", str(data), cwd=folder)  # one process: this one
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.split("Test accuracy:")[1].split()[0]
-
-
-def test_torchrun_launch_is_used_as_is(tmp_path, uneven_data):
-    env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "digitlab.cli", *CENTROID_ON_SYNTHETIC, "--data.data_dir", str(uneven_data)]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "MEMBER: 2/2" in result.stderr + result.stdout
-    assert result.stdout.count("Test accuracy:") == 1  # printed by rank 0 only
-    assert result.stdout.split("Test accuracy:")[1].split()[0] == single_process_accuracy(tmp_path, uneven_data)
-    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
-
-
-def test_slurm_launch_is_used_as_is(tmp_path, uneven_data):
-    """Two processes with the variables `srun --ntasks-per-node=2` sets, as on one SLURM node."""
-    processes = []
-    for rank in range(2):
-        env = {**os.environ, "DIGITLAB_DISABLE_PLUGINS": "1", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
-               "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "digitlab", "SLURM_NODELIST": "127.0.0.1",
-               "SLURM_JOB_NUM_NODES": "1"}
-        command = [sys.executable, "-m", "digitlab.cli", *CENTROID_ON_SYNTHETIC, "--data.data_dir", str(uneven_data)]
-        processes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
-    outputs = [process.communicate(timeout=600) for process in processes]
-    for process, (stdout, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-4000:]
-    assert "Test accuracy:" in outputs[0][0] and "Test accuracy:" not in outputs[1][0]
-    assert outputs[0][0].split("Test accuracy:")[1].split()[0] == single_process_accuracy(tmp_path, uneven_data)
-    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_4242"]
+# Launches as a user makes them (torchrun on one node and on two, SLURM's srun on two nodes, the templates of
+# examples/cluster/) are tested in tests/test_two_nodes.py and tests/test_restarts.py.

@@ -88,8 +88,9 @@ def epochs_in(checkpoint: Path) -> int:
 
 
 @pytest.mark.console_script  # SLURM's signal handlers are set per process
-@pytest.mark.parametrize("resume", [[], ["--ckpt_path", "last"]])
-def test_a_requeued_slurm_job_resumes_in_its_own_run_folder(tmp_path, data, resume):
+def test_a_requeued_slurm_job_resumes_in_its_own_run_folder(tmp_path, data):
+    # `--ckpt_path last` or none: the same (tests/test_restart_folders.py); a requeue after a notice: test_requeue.py
+    resume = ["--ckpt_path", "last"]
     mlp = ["--model", "mlp", "--data.data_dir", str(data), *SMALL_RUN, "--test_after_fit", "false"]
     first = run_digitlab("fit", *mlp, "--trainer.max_epochs", "1", cwd=tmp_path, env=SLURM)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -72,7 +72,10 @@ def test_a_restart_resumes_from_its_own_last_checkpoint_not_the_newest_run(monke
     (logs / "version_7" / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert restart_resume("last", trainer) == str(first / "checkpoints" / "last.ckpt")
     assert "restarted (1 of torchrun's --max-restarts), resumes from" in capsys.readouterr().err
-    assert restart_resume("other.ckpt", trainer) == "other.ckpt"  # a checkpoint asked for by name
+    # The first start's --ckpt_path (another run's checkpoint it resumed from): its own progress is newer.
+    assert restart_resume("other.ckpt", trainer) == str(first / "checkpoints" / "last.ckpt")
+    (first / "checkpoints" / "last.ckpt").unlink()
+    assert restart_resume("other.ckpt", trainer) == "other.ckpt"  # nothing of its own yet: as its first start
     start(monkeypatch, 0)
     assert restart_resume(None, trainer) is None  # a first start resumes nothing by itself
 

@@ -31,7 +31,7 @@ SBATCH, TORCHRUN_SCRIPT = REPO / "examples" / "cluster" / "sbatch.sh", REPO / "e
 CONFIG = {"seed_everything": 1, "model": {"class_path": "mlp"}, "pictures": False,
           "last_checkpoint_every_n_steps": 7,
           "data": {"verify": False, "download": False, "val_split": 100, "batch_size": 32},
-          "trainer": {"max_epochs": 4, "enable_progress_bar": False, "enable_model_summary": False}}
+          "trainer": {"max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False}}
 LAST = Path("lightning_logs") / "version_{}" / "checkpoints" / "last.ckpt"
 
 

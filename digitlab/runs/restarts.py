@@ -99,18 +99,19 @@ def continued_folder(root: Path) -> Optional[Path]:
 
 
 def restart_resume(ckpt_path: Optional[str], trainer_config: Any) -> Optional[str]:
-    """What the fit of a restarted start resumes from: for ``--ckpt_path last`` or none, its own folder's
-    ``checkpoints/last.ckpt`` (not the newest of all runs), unless Lightning has its hpc checkpoint to resume
-    from; any other `ckpt_path` as given. A first start: `ckpt_path` as given."""
+    """What the fit of a restarted start resumes from: its own folder's ``checkpoints/last.ckpt`` (not the newest
+    of all runs), unless Lightning has its hpc checkpoint to resume from. Without one yet, it starts as its first
+    start did: from the beginning (``--ckpt_path last`` or none), or from the ``--ckpt_path`` that start was given
+    (the command line is the first start's). A first start: `ckpt_path` as given."""
     folder = continued_folder(layout.logs_root(trainer_config))
-    if folder is None or ckpt_path not in (None, "last"):
+    if folder is None:
         return ckpt_path
     root_dir = Path(trainer_config.get("default_root_dir") or ".")
     if ckpt_path is None and requeued() and any(root_dir.glob("hpc_ckpt_*.ckpt")):
         return None  # Lightning resumes from its own, newer, hpc checkpoint
     last = folder / layout.CHECKPOINTS / layout.LAST_CHECKPOINT
     if not last.is_file():
-        return None  # stopped before its first checkpoint: it starts again from the beginning
+        return None if ckpt_path == "last" else ckpt_path
     if rank_zero_only.rank == 0:
         print(f"digitlab: {_which_start()} resumes from {last}", file=sys.stderr)
     return str(last)
