@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from cluster_jobs import clean_environment, free_port, start_job, start_torchrun_node, stop_job
+from cluster_jobs import clean_environment, free_port, run_job, start_job, start_torchrun_node, stop_job
 from conftest import REPO, write_mnist_like
 from waiting import running, wait_for
 
@@ -155,14 +155,9 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_run_folder(tmp_pat
     assert "Asked SLURM to requeue job 4321 (`scontrol requeue 4321`)" in said
     assert log.read_text() == "requeue 4321\n"  # once, by global rank 0
     assert not list(tmp_path.glob("hpc_ckpt_*")), "Lightning's own SIGUSR1 handler saved"
-    requeued = start_job(SBATCH, cwd=tmp_path, job_id=4321, nodes=2, tasks_per_node=1, restart_count=1,
-                         env=settings)
-    try:
-        code = requeued.wait(timeout=600)
-    finally:
-        stop_job(requeued)
-    said = output.read_text()
-    assert code == 0, said[-4000:]
+    requeued = run_job(SBATCH, cwd=tmp_path, job_id=4321, nodes=2, tasks_per_node=1, restart_count=1, env=settings)
+    said = requeued.stdout  # what the requeued job added to slurm-4321.out
+    assert requeued.returncode == 0, said[-4000:]
     assert "Traceback" not in said, said[-4000:]
     assert f"requeued SLURM job 4321 resumes from {str(LAST).format(4321)}" in said
     assert said.count("Test accuracy:") == 1
