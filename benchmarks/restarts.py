@@ -120,7 +120,7 @@ def main() -> None:
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="restarts_")).resolve()
     # The tasks import this checkout's digitlab, whatever is installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    print(f"machine: {machine(1)} per process of the runs")
+    print(f"machine: {machine(1)} (threads: per process of the runs)")
     print(f"config: {config}, fit options: {' '.join(fit)}\nscratch: {scratch}\n")
     flows = [("a. uninterrupted (torchrun.sh, MAX_RESTARTS=0)", lambda f: torchrun(f, config, fit, 0, kill=False)),
              ("b. elastic restart (torchrun.sh, MAX_RESTARTS=1, local rank 1 SIGKILLed)",
