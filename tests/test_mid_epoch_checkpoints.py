@@ -45,15 +45,19 @@ def weights(folder: Path) -> dict:
     return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_last_is_written_every_n_steps_and_resumes_batch_exact(data, tmp_path):
+def test_last_is_written_every_n_steps_and_resumes_batch_exact(data, tmp_path, capsys):
     spy = KeepLastAt(6, tmp_path / "step6.ckpt")  # step 6: the second batch of the second epoch
     every = build_run(parse_run("fit", args(data, tmp_path, "--last_checkpoint_every_n_steps", "3")), callbacks=[spy])
     every.execute()
     assert spy.saved_at == [3, 5, 6, 9, 10]  # every 3 steps, and after every epoch (5 steps each)
     checkpoint = torch.load(spy.copy, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6 and checkpoint["epoch"] == 1
-    resumed = build_run(parse_run("fit", args(data, tmp_path, "--ckpt_path", str(spy.copy))))
+    resumed = build_run(parse_run("fit", args(data, tmp_path, "--ckpt_path", str(spy.copy),
+                                              "--trainer.enable_progress_bar", "true")))
+    capsys.readouterr()
     resumed.execute()
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1 ")]
+    assert float(line.split(" · ")[-1].removesuffix(" s")) < 600  # its part of the epoch, not the clock's origin
     ended, expected = weights(resumed.folder), weights(every.folder)
     assert ended.keys() == expected.keys()
     for name in expected:

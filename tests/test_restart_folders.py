@@ -11,7 +11,8 @@ import pytest
 from digitlab.errors import UserError
 from digitlab.runs import ownership
 from digitlab.runs.folders import claim_run_folder, release_if_empty
-from digitlab.runs.restarts import continued_folder, launch, launched_folder, restart_resume, restarted
+from digitlab.runs.restarts import (continued_folder, launch, launched_folder, restart_resume, restarted,
+                                     restarts_left, resume_hint)
 
 ELASTIC = {"TORCHELASTIC_RUN_ID": "none", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}
 
@@ -118,3 +119,11 @@ def test_a_claimed_folder_that_holds_only_its_markers_is_removed_on_failure(monk
     assert {p.name for p in folder.iterdir()} == {".lock", "launch"}
     release_if_empty(folder)
     assert not logs.exists()
+
+
+def test_a_stopped_fit_under_torchrun_says_the_restart_resumes_it(monkeypatch):
+    assert not restarts_left() and resume_hint() == "resume with `--ckpt_path last`"
+    start(monkeypatch, 0, TORCHELASTIC_MAX_RESTARTS="1")
+    assert restarts_left() and "torchrun restarts the run" in resume_hint()
+    start(monkeypatch, 1, TORCHELASTIC_MAX_RESTARTS="1")  # the last restart: nothing restarts it again
+    assert not restarts_left() and "--ckpt_path last" in resume_hint()

@@ -122,8 +122,9 @@ def direct_task(rank: int, config: Path, cwd: Path, **more: str) -> subprocess.P
 
 def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_run_folder(tmp_path, config, uninterrupted):
     log = tmp_path / "scontrol.log"
+    # One thread per task, as torchrun gives each of its processes: another count sums in another order.
     settings = {"ACCELERATOR": "cpu", "CONFIG": str(config), "DIGITLAB": str(Path(sys.executable).with_name("digitlab")),
-                "FAKE_SCONTROL_LOG": str(log)}
+                "FAKE_SCONTROL_LOG": str(log), "OMP_NUM_THREADS": "1"}
     job = start_job(SBATCH, cwd=tmp_path, job_id=4321, nodes=2, tasks_per_node=1, env=settings)
     output = tmp_path / "slurm-4321.out"
     run = tmp_path / "lightning_logs" / "version_4321"
@@ -136,7 +137,10 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_run_folder(tmp_pat
         for task in tasks:
             os.kill(task, signal.SIGSTOP)
         second = direct_task(0, config, tmp_path, SLURM_RESTART_COUNT="1")
-        _, refused = second.communicate(timeout=300)
+        try:
+            _, refused = second.communicate(timeout=300)
+        finally:  # not refused, it would wait for its other task for ever
+            second.kill()
         for task in tasks:
             os.kill(task, signal.SIGCONT)
         assert second.returncode == 2, refused[-3000:]

@@ -43,6 +43,19 @@ def elastic_restart() -> int:
     return int(count) if count.isdigit() else 0
 
 
+def restarts_left() -> bool:
+    """Whether TorchElastic will restart this worker group if it fails now (``torchrun --max-restarts``)."""
+    limit = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")
+    return limit.isdigit() and elastic_restart() < int(limit)
+
+
+def resume_hint() -> str:
+    """How a fit stopped now continues: by itself after TorchElastic's restart, or by the user's resume."""
+    if restarts_left():
+        return "torchrun restarts the run, which resumes from it by itself"
+    return "resume with `--ckpt_path last`"
+
+
 def restarted() -> bool:
     """Whether this process continues a run an earlier start of its job began (a requeue, an elastic restart)."""
     return requeued() or elastic_restart() > 0

@@ -21,8 +21,20 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
 from digitlab.errors import PeerLost
+from digitlab.runs.restarts import resume_hint
 
 TIMEOUT = timedelta(minutes=30)  # torch's and Lightning's default for a process group's collectives
+
+
+def end_process_group() -> None:
+    """Destroy the default process group, if there is one, before the interpreter exits. Neither Lightning (for
+    gloo) nor torch does; gloo's threads then sometimes abort the process as it exits ("terminate called without
+    an active exception", SIGABRT), turning a finished run into a failed command (pytorch/pytorch#190489)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except (RuntimeError, ValueError):  # a group whose peers are gone: the process ends anyway
+            pass
 
 
 def init_process_group_of_this_attempt(trainer: Trainer) -> None:
@@ -55,8 +67,7 @@ def peer_lost(error: BaseException, trainer: Trainer) -> Optional[PeerLost]:
     said = str(error).strip().splitlines()[0]
     said = re.sub(r"^\[[^\]]*\] ", "", said).split(". ")[0][:200]  # without the C++ source position in front
     last = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
-    resume = (f"The newest checkpoint is {last}: under torchrun --max-restarts the restarted group resumes from "
-              "it by itself; otherwise resume with `--ckpt_path last`." if last else "No checkpoint had been saved.")
+    resume = f"The newest checkpoint is {last}: {resume_hint()}." if last else "No checkpoint had been saved."
     return PeerLost(f"by the loss of another process of this run (rank {trainer.global_rank} of "
                     f"{trainer.world_size} heard: {said}), at epoch {trainer.current_epoch}, step "
                     f"{trainer.global_step}. {resume}")

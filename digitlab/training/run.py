@@ -46,7 +46,7 @@ from digitlab.training.callbacks.idle_hooks import skip_idle_batch_hooks
 from digitlab.training.callbacks.interrupt import SaveOnInterrupt, agreed_stop, stop_report
 from digitlab.training.callbacks.terminal import LayersSummary, progress_display
 from digitlab.training.checkpoint_io import AtomicCheckpointIO
-from digitlab.training.elastic import init_process_group_of_this_attempt, peer_lost
+from digitlab.training.elastic import end_process_group, init_process_group_of_this_attempt, peer_lost
 from digitlab.training.final_lines import STAGES, evaluation_lines, where_lines
 from digitlab.training.checks import (CONSTRUCTION_ERRORS, LIGHTNING_ERRORS, check_trainer, lightning_refusal,
                                       model_too_large, warn_if_untrained)
@@ -456,4 +456,7 @@ def _worth_showing(record: logging.LogRecord) -> bool:
 def main(args: Sequence[str]) -> None:
     """`digitlab fit|validate|test|predict ARGS`: `args` starts with the subcommand."""
     quiet_lightning_notices()
-    build_run(parse_run(args[0], args[1:])).execute()
+    try:
+        build_run(parse_run(args[0], args[1:])).execute()
+    finally:
+        end_process_group()

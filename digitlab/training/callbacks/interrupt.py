@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import RunningStage, TrainerFn, TrainerSta
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from digitlab.errors import StopSignal, Stopped
+from digitlab.runs.restarts import resume_hint
 from digitlab.training.compat import request_stop_after_batch
 from digitlab.utils import stop_requests
 
@@ -164,7 +165,7 @@ def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopp
     finished = trainer.state.status == TrainerStatus.FINISHED
     step = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
     if saved is not None:
-        what = f"at {step}; saved {saved}. Resume with `digitlab fit --config ... --ckpt_path last`."
+        what = f"at {step}; saved {saved}: {resume_hint()}."
     elif finished and (subcommand != "fit" or trainer.state.fn == TrainerFn.TESTING):
         what = f"after `{subcommand}` had finished: everything it reported is saved."
     elif subcommand == "fit" and trainer.state.fn == TrainerFn.TESTING:
@@ -176,7 +177,7 @@ def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopp
     elif subcommand == "fit" and trainer.global_step > 0:
         last = _last_checkpoint(trainer)
         what = (f"{'at once, by a second signal, ' if at_once else ''}at {step}; nothing was saved at the stop. "
-                + (f"The newest checkpoint is {last}: resume with `--ckpt_path last`." if last else
+                + (f"The newest checkpoint is {last}: {resume_hint()}." if last else
                    "No checkpoint had been saved yet."))
     else:
         what = ("before training started: no checkpoint was saved." if subcommand == "fit" else

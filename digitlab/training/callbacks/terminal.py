@@ -44,6 +44,10 @@ class EpochLines(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A run resumed halfway through an epoch gets no start of that epoch: its line counts from here.
+        self._started = time.perf_counter()
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._print_finished(trainer, pl_module)
         self._started = time.perf_counter()
