@@ -9,7 +9,8 @@
 #   3. the DDP overlay (configs/trainer/ddp.yaml) on every visible GPU: the centroid's exact 0.8203 and LeNet-5,
 #      each counting the 10,000 test images exactly once;
 #   4. two nodes on this machine (examples/cluster/torchrun.sh launched twice, half of the GPUs each): the centroid's
-#      exact 0.8203 again.
+#      exact 0.8203 again;
+#   5. an elastic restart and a SLURM requeue on 2 GPUs (benchmarks/restarts.py), against the uninterrupted run.
 #
 # Without CUDA it runs what a CPU can (the GPU tests' collection, the DDP check on 2 CPU processes with
 # configs/trainer/cpu_ddp.yaml, two nodes of 1 CPU process each) and says what it skipped.
@@ -154,6 +155,24 @@ else
     tail -n 20 "$work/node0" "$work/node1"
     row "two nodes, torchrun.sh, centroid ($where)" "$(grep -o 'Test accuracy.*' "$work/node0" || echo 'failed')" \
         $((SECONDS - start)) FAILED
+fi
+
+# 5. Restarts with NCCL (2 or more GPUs): an elastic restart after a SIGKILLed rank and a preempted, requeued SLURM
+#    job (fake srun and scontrol), each against the uninterrupted run (benchmarks/restarts.py; GPU kernels may not
+#    be bit-identical: the largest weight difference is printed).
+if [ "$gpus" -ge 2 ]; then
+    start=$SECONDS
+    if "$PYTHON" "$repo/benchmarks/restarts.py" --accelerator gpu >"$work/restarts" 2>&1 \
+            && [ "$(grep -c 'exit code(s): 0$\|exit code(s): 138, 0$' "$work/restarts")" -eq 3 ]; then
+        row "restarts: elastic and SLURM requeue (2 GPUs)" \
+            "largest weight differences: $(grep -o 'from a: [0-9.e-]*' "$work/restarts" | tail -2 | cut -d' ' -f3 | paste -sd,)" \
+            $((SECONDS - start)) ok
+    else
+        tail -n 30 "$work/restarts"
+        row "restarts: elastic and SLURM requeue (2 GPUs)" "failed (output above)" $((SECONDS - start)) FAILED
+    fi
+else
+    row "restarts: elastic and SLURM requeue" "skipped: needs 2 GPUs (CPU: tests/test_restarts.py)" 0 skipped
 fi
 
 echo

@@ -71,24 +71,25 @@ def finish(process: subprocess.Popen) -> int:
         stop_job(process)
 
 
-def torchrun(folder: Path, config: str, fit: list[str], max_restarts: int, kill: bool) -> list[int]:
-    """a and b: examples/cluster/torchrun.sh on this machine with 2 CPU processes; its exit code."""
+def torchrun(folder: Path, config: str, fit: list[str], max_restarts: int, kill: bool, accelerator: str) -> list[int]:
+    """a and b: examples/cluster/torchrun.sh on this machine with 2 processes (CPU, or 2 GPUs); its exit code."""
     node = start_torchrun_node(CLUSTER / "torchrun.sh", *fit, cwd=folder, node_rank=0, port=free_port(),
                                output=folder / "output.txt",
                                env={"NNODES": "1", "NPROC_PER_NODE": "2", "MAX_RESTARTS": str(max_restarts),
-                                    "ACCELERATOR": "cpu", "CONFIG": config})
+                                    "ACCELERATOR": accelerator, "CONFIG": config})
     if kill:
         first_checkpoint(folder, node)
         os.kill(next(pid for pid in children(node.pid) if variable(pid, "LOCAL_RANK") == "1"), signal.SIGKILL)
     return [finish(node)]
 
 
-def requeue(folder: Path, config: str, fit: list[str]) -> list[int]:
+def requeue(folder: Path, config: str, fit: list[str], accelerator: str) -> list[int]:
     """c: examples/cluster/sbatch.sh on 2 nodes x 1 task, preempted, then requeued; the two starts' exit codes.
     One thread per process, as torchrun gives a's two processes (Lightning would give each task of a 1-task "node"
     every core: other float sums in the convolutions, other weights; and 2 x 2 threads on 2 cores)."""
-    env = {"ACCELERATOR": "cpu", "CONFIG": config, "DIGITLAB": str(Path(sys.executable).with_name("digitlab")),
-           "FAKE_SCONTROL_LOG": str(folder / "scontrol.log"), "OMP_NUM_THREADS": "1"}
+    env = {"ACCELERATOR": accelerator, "CONFIG": config, "DIGITLAB": str(Path(sys.executable).with_name("digitlab")),
+           "FAKE_SCONTROL_LOG": str(folder / "scontrol.log"), "OMP_NUM_THREADS": "1",
+           "FAKE_SRUN_NODE0_CUDA_VISIBLE_DEVICES": "0", "FAKE_SRUN_NODE1_CUDA_VISIBLE_DEVICES": "1"}  # a GPU each
     options = dict(cwd=folder, job_id=JOB_ID, nodes=2, tasks_per_node=1, env=env, output=folder / "output.txt")
     job = start_job(CLUSTER / "sbatch.sh", *fit, **options)
     first_checkpoint(folder, job)
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/lenet5_fast.yaml")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--scratch", help="folder for the runs (default: a temporary one, removed after)")
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"),
+                        help="gpu: 2 GPUs, NCCL (benchmarks/gpu_check.sh); cpu: 2 processes, gloo")
     args, options = parser.parse_known_args()
     config = str((REPO / args.config).resolve())
     fit = ["--data.data_dir", str(Path(args.data).resolve()), *(options or DEFAULT_OPTIONS)]
@@ -122,11 +125,12 @@ def main() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     print(f"machine: {machine(1)} (threads: per process of the runs)")
     print(f"config: {config}, fit options: {' '.join(fit)}\nscratch: {scratch}\n")
-    flows = [("a. uninterrupted (torchrun.sh, MAX_RESTARTS=0)", lambda f: torchrun(f, config, fit, 0, kill=False)),
+    on = args.accelerator
+    flows = [("a. uninterrupted (torchrun.sh, MAX_RESTARTS=0)", lambda f: torchrun(f, config, fit, 0, False, on)),
              ("b. elastic restart (torchrun.sh, MAX_RESTARTS=1, local rank 1 SIGKILLed)",
-              lambda f: torchrun(f, config, fit, 1, kill=True)),
+              lambda f: torchrun(f, config, fit, 1, True, on)),
              ("c. SLURM requeue (sbatch.sh, fake srun and scontrol, SIGUSR1, then the requeued job)",
-              lambda f: requeue(f, config, fit))]
+              lambda f: requeue(f, config, fit, on))]
     reference = None
     try:
         for index, (name, flow) in enumerate(flows):
