@@ -35,9 +35,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from digitlab.errors import RunNotWritten, StopSignal, Stopped, UserError
 from digitlab.models import DigitModel
 from digitlab.models.registry import model_entries
-from digitlab.runs import checkpoints, layout
+from digitlab.runs import checkpoints, layout, ownership
 from digitlab.runs.layout import logger_specs, writes_run_folder
-from digitlab.runs import ownership
 from digitlab.runs.folders import (claim_fixed_version, claim_run_folder, discard_unstarted, earlier_run,
                                    release_if_empty, unwritable)
 from digitlab.runs.restarts import restarted
@@ -124,11 +123,14 @@ class Run:
                     self._print_results()
                 self._stop_if_asked()
             except (SIGTERMException, StopSignal) as stop:
-                report = stop_report(self.trainer, self.subcommand, stop)
-                request = stop_requests.requested()
-                if request is not None and request.signum == self.requeue_on and self.trainer.is_global_zero:
-                    report = Stopped(f"{report} {requeue_job()}", report.exit_code, nothing_done=report.nothing_done)
-                raise report from None
+                raise stop_report(self.trainer, self.subcommand, stop, self._requeue()) from None
+
+    def _requeue(self) -> Optional[str]:
+        """After a stop: SLURM's notice asks for the requeue (global rank 0 asks); what happened, as a sentence."""
+        request = stop_requests.requested()
+        if request is None or request.signum != self.requeue_on:
+            return None
+        return requeue_job() if self.trainer.is_global_zero else "Global rank 0 asks SLURM to requeue the job."
 
     def _stop_if_asked(self) -> None:
         """Stop here if a stop was asked for, on this process or (under DDP) on any other: every process of the

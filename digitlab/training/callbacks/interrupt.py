@@ -151,12 +151,12 @@ def _validation_not_started(checkpoint: dict[str, Any]) -> None:
     progress["is_last_batch"] = False
 
 
-def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopped:
+def stop_report(trainer: Trainer, subcommand: str, stop: BaseException, then: Optional[str] = None) -> Stopped:
     """What a stop by Ctrl-C or SIGTERM did, as the message `digitlab` prints (exit code 130 or 143).
 
     `stop` is what ended the run: Lightning's `SIGTERMException` (the trainer stopped after its batch), or a
     `StopSignal` (the stop happened where the program was: before the trainer's first loop, after its last, or at
-    once on a second signal)."""
+    once on a second signal). `then`: what follows the stop (a SLURM job's requeue), instead of how to resume."""
     request = stop_requests.requested()
     name, exit_code = (request.name, request.exit_code) if request is not None else ("SIGTERM", 143)
     callback = next((c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt)), None)
@@ -165,7 +165,7 @@ def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopp
     finished = trainer.state.status == TrainerStatus.FINISHED
     step = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
     if saved is not None:
-        what = f"at {step}; saved {saved}: {resume_hint()}."
+        what = f"at {step}; saved {saved}. {then}" if then else f"at {step}; saved {saved}: {resume_hint()}."
     elif finished and (subcommand != "fit" or trainer.state.fn == TrainerFn.TESTING):
         what = f"after `{subcommand}` had finished: everything it reported is saved."
     elif subcommand == "fit" and trainer.state.fn == TrainerFn.TESTING:
@@ -183,8 +183,12 @@ def stop_report(trainer: Trainer, subcommand: str, stop: BaseException) -> Stopp
         what = ("before training started: no checkpoint was saved." if subcommand == "fit" else
                 "during `predict`: no predictions were written. Run it again." if subcommand == "predict" else
                 f"during `{subcommand}`, which saves no checkpoint: run it again.")
-        return Stopped(f"by {name} {what}", exit_code=exit_code, nothing_done=True)
-    return Stopped(f"by {name} {what}", exit_code=exit_code)
+        return Stopped(f"by {name} {_followed(what, then, saved)}", exit_code=exit_code, nothing_done=True)
+    return Stopped(f"by {name} {_followed(what, then, saved)}", exit_code=exit_code)
+
+
+def _followed(what: str, then: Optional[str], saved: Optional[Path]) -> str:
+    return f"{what} {then}" if then and saved is None else what  # with a checkpoint saved, `then` is said already
 
 
 def _last_checkpoint(trainer: Trainer) -> Optional[str]:
