@@ -173,3 +173,22 @@ def test_overfitting_trains_on_the_same_batches_every_epoch(synthetic_mnist, tmp
                       default_root_dir=tmp_path)
     trainer.fit(ScratchMLP(), make(synthetic_mnist, val_split=40, batch_size=16))
     assert len(labels_seen[0]) == 3 and labels_seen[0] == labels_seen[1]
+
+
+def test_a_fit_then_its_test_read_each_file_once(synthetic_mnist, monkeypatch):
+    """prepare_data runs for each stage (the fit, then the test after it): the test files the fit read are kept."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    data = make(synthetic_mnist, val_split=40)
+    read = []
+    load = data._load
+    monkeypatch.setattr(data, "_load", lambda part: read.append(part) or load(part))
+    data.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING), world_size=1, global_rank=0,
+                                   strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    data.prepare_data()
+    data.setup("fit")
+    data.trainer.state.fn = TrainerFn.TESTING
+    data.prepare_data()
+    data.setup("test")
+    assert read == ["train", "test"]
+    assert len(data.test_set) == 50 and len(data.train_set) == 160

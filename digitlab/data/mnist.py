@@ -182,13 +182,19 @@ class MNISTDataModule(LightningDataModule):
             return
         # Runs on one process per node: find or download, then verify, so that no rank races a download.
         # It also checks the split, before Lightning creates the run's folder. Only the files that the
-        # running stage uses are needed (testing needs no training files).
+        # running stage uses are needed (testing needs no training files), and each is read once: the test after
+        # fit finds the test files that the fit read.
         stage = self.trainer.state.fn if self.trainer is not None else None
-        if stage in (None, TrainerFn.FITTING, TrainerFn.VALIDATING):
+        if stage in (None, TrainerFn.FITTING, TrainerFn.VALIDATING) and not self._has("train", self.train_set):
             self._prepared["train"] = self._load("train")
             self._validation_count(len(self._prepared["train"][1]))
-        if stage in (None, TrainerFn.FITTING, TrainerFn.TESTING, TrainerFn.PREDICTING):
+        if stage in (None, TrainerFn.FITTING, TrainerFn.TESTING, TrainerFn.PREDICTING) and \
+                not self._has("test", self.test_set):
             self._prepared["test"] = self._load("test")
+
+    def _has(self, part: str, dataset: Optional[InMemoryDigits]) -> bool:
+        """Whether `part` (train, test) was read already: prepared for setup, or set up."""
+        return part in self._prepared or dataset is not None
 
     def setup(self, stage: Optional[str] = None) -> None:
         # Idempotent: the split is made once, whatever the number of calls or stages.
