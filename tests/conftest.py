@@ -7,6 +7,7 @@ import gzip
 import io
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ from postgres_server import postgres  # noqa: F401 (a fixture: one PostgreSQL se
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+# A shell's background job (`cmd &`, as a CI runner may start the suite) starts with Ctrl-C ignored, and digitlab
+# leaves a signal ignored that it was started ignoring: the tests of Ctrl-C would see nothing. They test a terminal's
+# Ctrl-C, so this process (and what it starts) takes SIGINT as Python does by default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("DIGITLAB_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
