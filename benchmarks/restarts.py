@@ -35,7 +35,7 @@ import torch
 from common import DEFAULT_DATA, REPO, machine
 
 sys.path.insert(0, str(REPO / "tests"))
-from cluster_jobs import free_port, start_job, start_torchrun_node, stop_job  # noqa: E402
+from cluster_jobs import children, free_port, start_job, start_torchrun_node, stop_job, variable  # noqa: E402
 from waiting import running, wait_for  # noqa: E402
 
 CLUSTER = REPO / "examples" / "cluster"
@@ -43,20 +43,6 @@ DEFAULT_OPTIONS = ["--trainer.max_epochs", "1", "--last_checkpoint_every_n_steps
 SHOWN = re.compile(r"resumes from|stopped:|Asked SLURM|Test accuracy|terminate called")
 JOB_ID = 4321
 TIMEOUT = 1200  # seconds a start may take before the benchmark gives up
-
-
-def children(pid: int) -> list[int]:
-    """The processes `pid` started (from tests/test_restarts.py)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def variable(pid: int, name: str) -> str:
-    """Variable `name` of process `pid`'s environment (from tests/test_restarts.py)."""
-    variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return next(v for v in variables if v.startswith(name.encode() + b"=")).split(b"=", 1)[1].decode()
 
 
 def first_checkpoint(folder: Path, process: subprocess.Popen) -> None:

@@ -115,3 +115,17 @@ def run_job(script: Path, *args: str, timeout: float = 600, **options) -> subpro
         stop_job(process)
     text = output.read_bytes()[start:].decode(errors="replace")
     return subprocess.CompletedProcess(process.args, code, text, "")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started: a launcher's tasks (srun's, torchrun's workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def variable(pid: int, name: str) -> str:
+    """Variable `name` in process `pid`'s environment (SLURM_PROCID, LOCAL_RANK: which task or rank it is)."""
+    variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(v for v in variables if v.startswith(name.encode() + b"=")).split(b"=", 1)[1].decode()

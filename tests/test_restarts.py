@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from cluster_jobs import clean_environment, free_port, run_job, start_job, start_torchrun_node, stop_job
+from cluster_jobs import (children, clean_environment, free_port, run_job, start_job, start_torchrun_node,
+                          stop_job, variable)
 from conftest import REPO, write_mnist_like
 from waiting import running, wait_for
 
@@ -73,18 +74,6 @@ def uninterrupted(tmp_path_factory, config) -> dict[str, torch.Tensor]:
     finally:
         stop_job(node)
     return final_weights(cwd / "lightning_logs" / "version_0")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def variable(pid: int, name: str) -> str:
-    variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return next(v for v in variables if v.startswith(name.encode() + b"=")).split(b"=", 1)[1].decode()
 
 
 def test_an_elastic_restart_after_a_killed_rank_resumes_in_its_run_folder(tmp_path, config, uninterrupted):
