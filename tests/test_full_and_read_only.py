@@ -49,6 +49,16 @@ def assert_storage_paragraph(result, code: int, reason: str, mount: Path, folder
         assert fragment in last, f"{fragment!r} not in {last!r}"
 
 
+def fit_into(where: str, mount: Path, root: Path, data: Path, tmp_path: Path, digitlab_main, monkeypatch):
+    """`digitlab fit` writing its runs under `root`, on `mount`: run from inside the mount with no root given
+    (``where`` "working-folder"), or from `tmp_path` with ``--trainer.default_root_dir root``. Leaves the mount."""
+    cwd = mount if where == "working-folder" else tmp_path
+    more = [] if where == "working-folder" else ["--trainer.default_root_dir", str(root)]
+    result = digitlab_main("fit", *fit_args(data, *more), cwd=cwd)
+    monkeypatch.chdir(tmp_path)  # out of the mount, which is unmounted next
+    return result
+
+
 # --- a full disk -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["the-mount", "below-it", "beside-an-earlier-run", "working-folder"])
@@ -65,10 +75,7 @@ def test_a_disk_full_when_fit_starts_is_one_paragraph_and_leaves_no_run(where, d
                 while True:
                     stream.write(b"\0" * 4096)
         before = files_under(full)
-        cwd = full if where == "working-folder" else tmp_path
-        more = [] if where == "working-folder" else ["--trainer.default_root_dir", str(root)]
-        result = digitlab_main("fit", *fit_args(data, *more), cwd=cwd)
-        monkeypatch.chdir(tmp_path)  # out of the mount, which is unmounted next
+        result = fit_into(where, full, root, data, tmp_path, digitlab_main, monkeypatch)
         assert_storage_paragraph(result, 1, "No space left on device", full, root / "lightning_logs")
         assert "free some space" in result.stderr
         left = files_under(full)
@@ -114,10 +121,7 @@ def test_a_fit_into_a_read_only_file_system_is_one_paragraph(where, data, tmp_pa
           tmpfs(tmp_path / "ro", "ro")) as ro:
         before = files_under(ro)
         root = ro / "below" if where == "below-it" else ro
-        cwd = ro if where == "working-folder" else tmp_path
-        more = [] if where == "working-folder" else ["--trainer.default_root_dir", str(root)]
-        result = digitlab_main("fit", *fit_args(data, *more), cwd=cwd)
-        monkeypatch.chdir(tmp_path)  # out of the mount, which is unmounted next
+        result = fit_into(where, ro, root, data, tmp_path, digitlab_main, monkeypatch)
         assert_storage_paragraph(result, 2, "Read-only file system", ro, root / "lightning_logs")
         assert "remount a read-only file system read-write" in result.stderr
         assert files_under(ro) == before

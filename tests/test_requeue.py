@@ -12,6 +12,7 @@ import torch
 from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 from lightning.pytorch import Callback
 
+from cluster_jobs import FAKE_BIN
 from conftest import SMALL_RUN, write_mnist_like
 from digitlab.errors import StopSignal, Stopped
 from digitlab.training.requeue import requeue_job, requeue_signal
@@ -23,18 +24,13 @@ SLURM_JOB = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train
 
 @pytest.fixture
 def slurm_job(monkeypatch, tmp_path) -> Path:
-    """This process as the one task of SLURM job 77, with a fake `scontrol` on PATH; the file it writes to."""
+    """This process as the one task of SLURM job 77, with the fake `scontrol` on PATH; the file it writes to."""
     for name in list(os.environ):
-        if name.startswith(("SLURM_", "TORCHELASTIC_")):
+        if name.startswith(("SLURM_", "TORCHELASTIC_", "FAKE_S")):
             monkeypatch.delenv(name)
     for name, value in SLURM_JOB.items():
         monkeypatch.setenv(name, value)
-    bin_folder = tmp_path / "bin"
-    bin_folder.mkdir()
-    scontrol = bin_folder / "scontrol"
-    scontrol.write_text('#!/usr/bin/env bash\necho "$@" >> "$FAKE_SCONTROL_LOG"\nexit "${FAKE_SCONTROL_EXIT:-0}"\n')
-    scontrol.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{FAKE_BIN}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SCONTROL_LOG", str(tmp_path / "scontrol.log"))
     return tmp_path / "scontrol.log"
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 import yaml
 
-from cluster_jobs import (children, clean_environment, free_port, run_job, start_job, start_torchrun_node,
-                          stop_job, variable)
+from cluster_jobs import (children, free_port, job_environment, run_job, start_job, start_torchrun_node, stop_job,
+                          variable)
 from conftest import REPO, write_mnist_like
 from waiting import running, wait_for
 
@@ -103,10 +103,9 @@ def test_an_elastic_restart_after_a_killed_rank_resumes_in_its_run_folder(tmp_pa
 
 def direct_task(rank: int, config: Path, cwd: Path, **more: str) -> subprocess.Popen:
     """Task `rank` of a 2-node SLURM job (one task per node) as `srun` would start it, without srun."""
-    env = clean_environment({"SLURM_JOB_ID": "4321", "SLURM_JOB_NAME": "digitlab", "SLURM_NTASKS": "2",
-                             "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2",
-                             "SLURM_NODELIST": "127.0.0.1", "SLURM_PROCID": str(rank), "SLURM_LOCALID": "0",
-                             "SLURM_NODEID": str(rank), "MASTER_PORT": str(free_port()), **more})
+    env = job_environment(4321, nodes=2, tasks_per_node=1, env={
+        "SLURM_PROCID": str(rank), "SLURM_LOCALID": "0", "SLURM_NODEID": str(rank), "MASTER_PORT": str(free_port()),
+        **more})
     command = [sys.executable, "-m", "digitlab.cli", "fit", "--config", str(config), "--trainer.accelerator", "cpu",
                "--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1"]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -385,8 +385,7 @@ class CleanupOnFailure:
         for folder in (self.folder, *self.fixed):
             if refused or stopped_early:
                 discard_unstarted(folder)
-            release_if_empty(folder)
-            ownership.release(folder)
+            release_if_empty(folder)  # lets go of the folder's lock too
 
 
 @contextlib.contextmanager
