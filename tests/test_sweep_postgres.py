@@ -1,6 +1,7 @@
 """Several `digitlab sweep` workers on one PostgreSQL study: a real server, started here in a temporary folder on
-a loopback port. The trials are shared out exactly, and a worker killed mid-trial has its trial failed by the
-heartbeat and retried, with the same values, by the other worker."""
+a loopback port. A worker killed mid-trial has its trial failed by the heartbeat and retried, with the same values,
+by the other worker. (Two workers sharing the trials out exactly: tests/test_sweep_worker_template.py, through the
+script users copy.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from digitlab.sweep.report import report_command
 from digitlab.sweep.storage import storage_url
 from postgres_server import requires_postgres
 from sweep_helpers import Worker, fit_args, load_study, running_trial_of, states, wait_until, write_noisy_mnist, \
@@ -29,31 +29,6 @@ def workers():
     yield started
     for worker in started:  # a failed test must not leave a worker training
         worker.stop()
-
-
-def test_two_workers_share_one_sweep_exactly(postgres, data, tmp_path, workers, capsys):
-    args = ["--sweep", str(write_sweep_file(tmp_path / "sweep.yaml", trials=4)), "--name", "shared",
-            "--storage", postgres, *fit_args(data)]
-    # One working folder, so one lightning_logs: the workers must never collide on a run folder.
-    workers += [Worker(args, tmp_path / "cwd", label) for label in ("first", "second")]
-    for worker in workers:
-        assert worker.wait() == 0, worker.output()
-        assert "Traceback" not in worker.output()
-    study = load_study(storage_url(postgres, tmp_path), "shared")
-    assert sorted(states(study)) == list(range(4))  # every trial number once, and no more trials than asked
-    assert set(states(study).values()) <= {"COMPLETE", "PRUNED"}  # none left RUNNING or WAITING
-    folder = tmp_path / "cwd" / "lightning_logs" / "sweeps" / "shared"
-    assert sorted(path.name for path in folder.glob("trial_*")) == [f"trial_{n}" for n in range(4)]
-    for trial in study.trials:
-        run = folder / f"trial_{trial.number}"
-        assert trial.user_attrs["run"]["folder"] == str(run.resolve())
-        assert len(list(run.glob("events.out.tfevents.*"))) == 1 and (run / "config.yaml").is_file()
-    ran_by = {trial.user_attrs["run"]["pid"] for trial in study.trials}
-    assert ran_by == {worker.pid for worker in workers}  # both took trials
-    assert (folder / "best.yaml").is_file() and "postgresql" in (folder / "sweep.yaml").read_text()
-    report_command([str(folder), "--format", "csv"])  # finds the PostgreSQL study from sweep.yaml
-    rows = capsys.readouterr().out.splitlines()[1:]
-    assert sorted(int(row.split(",")[0]) for row in rows) == list(range(4))
 
 
 def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_retried(postgres, data, tmp_path, workers):
