@@ -35,7 +35,8 @@ import torch
 from common import DEFAULT_DATA, REPO, machine
 
 sys.path.insert(0, str(REPO / "tests"))
-from cluster_jobs import children, free_port, start_job, start_torchrun_node, stop_job, variable  # noqa: E402
+from cluster_jobs import children, start_job, start_torchrun_node, stop_job, variable  # noqa: E402
+from ports import free_port  # noqa: E402
 from waiting import running, wait_for  # noqa: E402
 
 CLUSTER = REPO / "examples" / "cluster"

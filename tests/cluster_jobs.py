@@ -14,20 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
 FAKE_BIN = Path(__file__).resolve().with_name("cluster") / "bin"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (the system's choice for port 0), for MASTER_PORT."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def allocation(job_id: int, nodes: int, tasks_per_node: int, restart_count: Optional[int] = None,

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from ports import free_port
 
 SERVER_FOLDERS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
 SERVER_BIN = next((folder for folder in SERVER_FOLDERS if (folder / "pg_ctl").is_file()), None)
@@ -38,9 +39,7 @@ def postgres() -> str:
     # PostgreSQL cannot be told to pick a free port itself: take one the system says is free, and try again with
     # another if something else bound it before the server did (the start fails, saying so in its log).
     for attempt in range(5):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         log = root / f"server-{attempt}.log"
         try:
             server(str(SERVER_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(log), "-w", "-o",

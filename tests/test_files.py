@@ -3,7 +3,6 @@
 import functools
 import hashlib
 import http.server
-import socket
 import threading
 
 import pytest
@@ -13,6 +12,7 @@ from conftest import assert_user_error, write_mnist_like
 from digitlab.data.files import MNIST_FILES, download_mnist, locate, resolve_data_dir
 from digitlab.errors import DataError
 from filesystems import full_filesystem
+from ports import free_port
 
 ALL = list(MNIST_FILES)
 
@@ -105,9 +105,7 @@ def test_a_download_that_cannot_be_written_removes_the_folders_it_made(tmp_path,
 @pytest.fixture
 def offline(monkeypatch):
     """torchvision's mirrors replaced by a port of 127.0.0.1 where nothing listens: every download is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/", f"http://localhost:{port}/"])
     return port
 

@@ -21,9 +21,10 @@ import pytest
 import torch
 import yaml
 
-from cluster_jobs import (children, free_port, job_environment, run_job, start_job, start_torchrun_node, stop_job,
+from cluster_jobs import (children, job_environment, run_job, start_job, start_torchrun_node, stop_job,
                           variable)
 from conftest import REPO, write_mnist_like
+from ports import free_port
 from waiting import running, wait_for
 
 pytestmark = pytest.mark.slow  # every test launches DDP ranks in processes of their own

@@ -4,7 +4,6 @@ as the study holds them, through its HTTP API (`/api/studies`, `/api/studies/<id
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -14,6 +13,7 @@ from typing import Optional
 
 import pytest
 
+from ports import free_port
 from sweep_helpers import fit_args, load_study, write_noisy_mnist, write_sweep_file
 from waiting import running, wait_for
 
@@ -29,12 +29,6 @@ def get(url: str) -> Optional[dict]:
             return json.load(response)
     except (urllib.error.URLError, ConnectionError):
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow  # an optuna-dashboard server in a process of its own

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cluster_jobs import free_port, run_job, start_torchrun_node, stop_job
+from cluster_jobs import run_job, start_torchrun_node, stop_job
 from conftest import REPO, digitlab_here, write_mnist_like
+from ports import free_port
 from tensorboard_events import scalars
 
 pytestmark = pytest.mark.slow  # each launch starts 2 to 4 DDP ranks, each a process of its own
