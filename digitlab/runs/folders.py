@@ -140,7 +140,7 @@ def _held(folder: Path) -> Path:
     return folder
 
 
-def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()) -> Optional[Path]:
+def claim_fixed_version(spec: dict, continues: bool, claimed: Sequence[Path] = ()) -> Optional[Path]:
     """The run folder of a logger given an explicit version (``save_dir/name/version_5``, or the string version),
     claimed with one ``mkdir`` before any logger writes: of two runs started together, one gets it and the other
     is refused, writing nothing. None for a logger whose folder digitlab chooses or that writes none."""
@@ -152,7 +152,7 @@ def claim_fixed_version(spec: dict, requeued: bool, claimed: Sequence[Path] = ()
     folder = Path(init_args["save_dir"] or ".") / (init_args["name"] or "") / name
     if rank_zero_only.rank != 0 or folder in claimed:  # rank 0 claims it once, for all the run's loggers
         return folder
-    if requeued and folder.is_dir():  # a requeued SLURM job continues in its own folder: nothing to claim
+    if continues and folder.is_dir():  # a requeued or restarted job continues in its own folder: nothing to claim
         ownership.hold(folder)
         return None
     try:

@@ -24,6 +24,7 @@ from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from digitlab.utils import stop_requests
 
 SCONTROL_TIMEOUT = 60  # seconds: scontrol answers at once, unless the controller is down
+RESUBMIT = "Submit it again; it resumes from the checkpoint with `--ckpt_path last`."
 
 
 def requeue_signal(plugins: list[Any]) -> Optional[int]:
@@ -51,13 +52,12 @@ def requeue_job() -> str:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT)
     except FileNotFoundError:
-        return ("The job was not requeued: `scontrol` is not on PATH. Submit it again; it resumes from the "
-                "checkpoint with `--ckpt_path last`.")
+        return f"The job was not requeued: `scontrol` is not on PATH. {RESUBMIT}"
     except subprocess.TimeoutExpired:
         return f"The job may not be requeued: `{' '.join(command)}` did not answer within {SCONTROL_TIMEOUT} s."
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip().splitlines()
-        return (f"The job was not requeued: `{' '.join(command)}` failed ({said[-1] if said else result.returncode}"
-                "). Submit it again; it resumes from the checkpoint with `--ckpt_path last`.")
+        return (f"The job was not requeued: `{' '.join(command)}` failed ({said[-1] if said else result.returncode})"
+                f". {RESUBMIT}")
     return (f"Asked SLURM to requeue job {job} (`{' '.join(command)}`): the requeued job continues this run in its "
             "folder, from that checkpoint.")

@@ -366,7 +366,7 @@ class CleanupOnFailure:
         self.fixed = list(fixed)  # the folders of loggers with an explicit version, claimed here
 
     def claim_fixed(self, spec: dict[str, Any]) -> None:
-        folder = claim_fixed_version(spec, requeued=restarted(), claimed=self.fixed)
+        folder = claim_fixed_version(spec, continues=restarted(), claimed=self.fixed)
         if folder is not None and folder not in self.fixed:  # a TensorBoard and a CSV logger may share one
             self.fixed.append(folder)
 
