@@ -66,11 +66,7 @@ def start_job(script: Path, *args: str, cwd: Path, job_id: int, nodes: int = 2, 
     error are appended to `output` (default: cwd/slurm-JOBID.out, as sbatch's default, kept across a requeue as
     with `--open-mode=append`)."""
     output = output or cwd / f"slurm-{job_id}.out"
-    env = job_environment(job_id, nodes, tasks_per_node, restart_count, env)
-    with open(output, "ab") as stream:
-        return subprocess.Popen(["bash", str(Path(script).resolve()), *args], cwd=cwd, stdout=stream,
-                                stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # its own process group: `stop_job` ends every task
+    return _start(script, args, cwd, job_environment(job_id, nodes, tasks_per_node, restart_count, env), output)
 
 
 def start_torchrun_node(script: Path, *args: str, cwd: Path, node_rank: int, port: int, output: Path,
@@ -80,9 +76,15 @@ def start_torchrun_node(script: Path, *args: str, cwd: Path, node_rank: int, por
     NPROC_PER_NODE, ...). PYTHON is this Python unless `env` says otherwise. Output goes to `output`."""
     settings = {"NODE_RANK": str(node_rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                 "PYTHON": sys.executable, **(env or {})}
+    return _start(script, args, cwd, clean_environment(settings), output)
+
+
+def _start(script: Path, args: tuple[str, ...], cwd: Path, env: dict[str, str], output: Path) -> subprocess.Popen:
+    """`bash script ARGS`, its output appended to `output`, in a process group of its own: `stop_job` ends every
+    process it started."""
     with open(output, "ab") as stream:
         return subprocess.Popen(["bash", str(Path(script).resolve()), *args], cwd=cwd, stdout=stream,
-                                stderr=subprocess.STDOUT, env=clean_environment(settings), start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def stop_job(process: subprocess.Popen) -> None:

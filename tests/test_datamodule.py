@@ -105,8 +105,8 @@ def test_getitems_matches_getitem():
 def test_on_an_accelerator_the_data_sets_live_on_the_device(synthetic_mnist, on_device, expected):
     # The "meta" device stands in for a GPU: any device that is not the CPU.
     data = make(synthetic_mnist, val_split=40, batch_size=16, pin_memory=True, num_workers=2, on_device=on_device)
-    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1, global_rank=0,
-                                   overfit_batches=0)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")), world_size=1,
+                                   global_rank=0, overfit_batches=0)
     data.setup("fit")
     data.setup("test")
     for dataset in (data.train_set, data.val_set, data.test_set):
